@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+from conftest import rel, randn
+from deq_ddim_nb.schedules import DDIMSchedule
+from deq_ddim_nb.ddim import ddim_sample, ddim_step, ddim_invert, draw_noise
+
+
+def eq7_loop_numpy(model, x_T, t_seq):
+    "An independent loop of Eq. (7): schedule from scratch in NumPy, the update written out."
+    a_all = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    x = x_T.numpy().copy()
+    for i in reversed(range(len(t_seq))):
+        a_t, a_prev = a_all[t_seq[i]], (a_all[t_seq[i - 1]] if i > 0 else 1.0)
+        e = model(torch.from_numpy(x), torch.full((len(x),), t_seq[i])).numpy()
+        x = np.sqrt(a_prev) * (x - np.sqrt(1 - a_t) * e) / np.sqrt(a_t) + np.sqrt(1 - a_prev) * e
+    return torch.from_numpy(x)
+
+
+@pytest.mark.parametrize("T", [1, 10, 100])
+@pytest.mark.parametrize("skip", ["uniform", "quad"])
+def test_eq7_ddim_sample_matches_independent_loop(digits_model, T, skip):
+    x_T = randn(3, 1, 8, 8, seed=T)
+    s = DDIMSchedule.make(T, skip=skip)
+    assert rel(ddim_sample(digits_model, x_T, s), eq7_loop_numpy(digits_model, x_T, s.t.tolist())) < 1e-10
+
+
+def test_traj_indexing(digits_model):
+    x_T = randn(2, 1, 8, 8)
+    x0, xs = ddim_sample(digits_model, x_T, DDIMSchedule.make(10), return_traj=True)
+    assert xs.shape == (11, 2, 1, 8, 8)
+    assert torch.equal(xs[-1], x_T) and torch.equal(xs[0], x0)
+
+
+def test_eq20_stochastic_step_and_noise_reproducibility(digits_model):
+    x_T = randn(2, 1, 8, 8)
+    s = DDIMSchedule.make(10, eta=1.0)
+    nz = draw_noise(s, x_T, torch.Generator().manual_seed(0))
+    a = ddim_sample(digits_model, x_T, s, nz)
+    assert torch.equal(a, ddim_sample(digits_model, x_T, s, nz.clone()))
+    assert rel(a, ddim_sample(digits_model, x_T, s, -nz)) > 1e-3
+    # one step by hand (Eq. 20)
+    x, e, n = randn(4, 3, seed=1), randn(4, 3, seed=2), randn(4, 3, seed=3)
+    ab, ap, sg = 0.3, 0.6, 0.2
+    ref = np.sqrt(ap) * (x - np.sqrt(1 - ab) * e) / np.sqrt(ab) + np.sqrt(1 - ap - sg ** 2) * e + sg * n
+    assert torch.allclose(ddim_step(x, e, ab, ap, sg, n), ref, rtol=1e-13)
+
+
+def test_diffusers_ddim_scheduler_agrees(digits_model):
+    diffusers = pytest.importorskip("diffusers")
+    T = 20
+    ds = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                                 clip_sample=False, set_alpha_to_one=True, steps_offset=0, timestep_spacing="leading")
+    ds.set_timesteps(T)
+    x_T = randn(2, 1, 8, 8)
+    x = x_T.clone()
+    for t in ds.timesteps:
+        x = ds.step(digits_model(x, t.long().expand(len(x))), t, x, eta=0.0).prev_sample
+    assert rel(x, ddim_sample(digits_model, x_T, DDIMSchedule.make(T))) < 1e-5
+
+
+def test_ddim_invert_round_trip_improves_with_T():
+    "ODE inversion then regeneration returns close to the start, closer for larger T (smooth Gaussian-mixture model)."
+    from deq_ddim_nb.toy import GaussianMixtureEps
+    gmm = GaussianMixtureEps([[-2.0, 0.0], [2.0, 1.0]], stds=[0.5, 0.7])
+    x0 = gmm.sample(16, torch.Generator().manual_seed(0))
+    errs = [rel(ddim_sample(gmm, ddim_invert(gmm, x0, s), s), x0) for s in (DDIMSchedule.make(10), DDIMSchedule.make(200))]
+    assert errs[1] < errs[0] / 3 and errs[1] < 0.02, errs
+
+
+def test_float32_and_float64_agree(digits_model):
+    x_T = randn(2, 1, 8, 8)
+    s = DDIMSchedule.make(20)
+    a = ddim_sample(digits_model, x_T.float(), s)
+    assert a.dtype == torch.float32 and rel(a.double(), ddim_sample(digits_model, x_T, s)) < 1e-4
+
+
+# ---- bad inputs -------------------------------------------------------------------------------
+def test_integer_x_T_rejected(digits_model):
+    with pytest.raises(TypeError, match="x_T must be a floating tensor"):
+        ddim_sample(digits_model, torch.zeros(2, 1, 8, 8, dtype=torch.long), DDIMSchedule.make(5))
+
+
+def test_x_T_without_batch_dim_rejected(digits_model):
+    with pytest.raises(ValueError, match="batch dimension"):
+        ddim_sample(digits_model, torch.zeros(8), DDIMSchedule.make(5))
+
+
+def test_non_finite_x_T_rejected(digits_model):
+    with pytest.raises(ValueError, match="non-finite"):
+        ddim_sample(digits_model, torch.full((1, 1, 8, 8), float("nan"), dtype=torch.float64), DDIMSchedule.make(5))
+
+
+def test_noise_shape_mismatch(digits_model):
+    s = DDIMSchedule.make(5, eta=0.5)
+    with pytest.raises(ValueError, match=r"noise must have shape \(T, \*x_T.shape\)"):
+        ddim_sample(digits_model, randn(2, 1, 8, 8), s, torch.zeros(5, 3, 1, 8, 8, dtype=torch.float64))
+
+
+def test_model_wrong_shape_named():
+    with pytest.raises(ValueError, match="eps_model must return a tensor shaped like its input"):
+        ddim_sample(lambda x, t: x[:, :1], randn(2, 3), DDIMSchedule.make(5))
+
+
+def test_model_non_finite_names_timestep():
+    bad = lambda x, t: torch.where((t == 600)[:, None], torch.full_like(x, float("nan")), x * 0.1)
+    with pytest.raises(ValueError, match=r"non-finite values .* timestep\(s\) \[600\]"):
+        ddim_sample(bad, randn(2, 3), DDIMSchedule.make(5))
+
+
+def test_schedule_type_checked(digits_model):
+    with pytest.raises(TypeError, match="sched must be a DDIMSchedule"):
+        ddim_sample(digits_model, randn(1, 1, 8, 8), 10)
