@@ -1,0 +1,7 @@
+// MathJax 2 settings for the site (loaded as config "local/deq"): the package ships the STIX-Web web fonts only.
+MathJax.Hub.Config({
+  "HTML-CSS": { availableFonts: ["STIX-Web"], preferredFont: "STIX-Web", webFont: "STIX-Web", imageFont: null },
+  tex2jax: { inlineMath: [["$", "$"], ["\\(", "\\)"]], displayMath: [["$$", "$$"], ["\\[", "\\]"]], processEscapes: true },
+  messageStyle: "none"
+});
+MathJax.Ajax.loadComplete("[MathJax]/config/local/deq.js");
