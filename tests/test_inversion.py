@@ -113,6 +113,19 @@ def test_invert_reduces_loss_and_keeps_best(gm, method, grad):
     torch.testing.assert_close(r.final_loss, best.to(r.final_loss), rtol=1e-6, atol=1e-9)
 
 
+def test_invert_ift_uses_the_exact_picard_adjoint_by_default(gm, monkeypatch):
+    "grad='ift' solves Eq. (19) with Picard (exact in T products) unless backward_kwargs says otherwise."
+    s = DDIMSchedule.make(10)
+    target = gm.sample(2, generator=torch.Generator().manual_seed(12))
+    seen, orig = [], inv.ift_grad
+    def spy(*a, **kw): seen.append(kw.get("solver")); return orig(*a, **kw)
+    monkeypatch.setattr(inv, "ift_grad", spy)
+    invert(gm, target, s, method="deq", grad="ift", epochs=2, seed=0, init="random", progress=False)
+    invert(gm, target, s, method="deq", grad="ift", epochs=1, seed=0, init="random", progress=False,
+           backward_kwargs=dict(solver="broyden"))
+    assert seen == ["picard", "picard", "broyden"]
+
+
 def test_invert_seed_is_reproducible(gm):
     s = DDIMSchedule.make(10)
     target = gm.sample(2, generator=torch.Generator().manual_seed(10))
@@ -277,3 +290,23 @@ def test_save_inversion_is_atomic(tmp_path, monkeypatch):
         save_inversion(tmp_path, _result(), overwrite=True)
     torch.testing.assert_close(torch.load(tmp_path / "x_T.pt", weights_only=True), old)   # old files intact
     assert sorted(os.listdir(tmp_path)) == ["regenerated.png", "x_T.pt"]
+
+
+RESULTS = os.path.join(os.path.dirname(__file__), "..", "bench", "results")
+
+
+def test_saved_table3_results_are_complete():
+    "bench/results/inversion_table.json (what notebook 08 plots) holds Table 3 for T = 10, 20, 100 and Fig. 8."
+    import json
+    path = os.path.join(RESULTS, "inversion_table.json")
+    if not os.path.exists(path): pytest.skip("no saved inversion results")
+    tab = json.load(open(path))
+    B = len(tab["targets"])
+    assert B >= 10
+    have = {(r["T"], r["method"], r.get("grad"), r["init"]) for r in tab["runs"]}
+    for T in (10, 20, 100):
+        assert {(T, "ode", None, "ode"), (T, "bptt", None, "ode"), (T, "deq", "phantom", "ode")} <= have, T
+    for r in tab["runs"]:
+        assert len(r["min_loss"]) == len(r["mse"]) == B and len(r["x_0"]) == B
+        assert len(r["losses"]) == len(r["seconds"]) == r["epochs"] and all(len(l) == B for l in r["losses"])
+    assert {(r["lr"], r["grad"]) for r in tab["fig8"]} == {(lr, g) for lr in (0.001, 0.005, 0.01) for g in ("ift", "phantom")}
