@@ -1,0 +1,68 @@
+"""Tables 1-2 of the paper at digits scale: d_F^2 (classifier features), class histogram and time per image for
+DDPM, DDIM, DEQ-DDIM and DEQ-sDDIM (eta 0.2 / 0.5 / 1) at T in {10, 20, 50, 100}; plus the 1,000-sample check at T=100.
+
+    python bench/quality_table.py [--n 256] [--big 1000] [--Ts 10 20 50 100] [--repeats 3]
+
+Writes bench/results/quality.csv, quality.md and quality_T100_n1000.json.
+"""
+import argparse
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch
+from deq_ddim_nb.models import load_model
+from deq_ddim_nb.quality import METHODS, generate, load_classifier, sample_quality, time_per_image
+
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=256, help="samples per (method, T) cell")
+    p.add_argument("--big", type=int, default=1000, help="samples for the T=100 DDIM vs DEQ-DDIM check (0 = skip)")
+    p.add_argument("--Ts", type=int, nargs="+", default=[10, 20, 50, 100])
+    p.add_argument("--repeats", type=int, default=3, help="single-image timings per cell (median)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    OUT.mkdir(parents=True, exist_ok=True)
+    model, clf = load_model("digits"), load_classifier()
+    rows = []
+    for T in a.Ts:
+        for m in a.methods:
+            t0 = time.perf_counter()
+            x, st = generate(model, m, T, a.n, progress=True)
+            q = sample_quality(x, clf)
+            rows.append(dict(method=m, T=T, n=a.n, fd=round(q["fd"], 3), confidence=round(q["confidence"], 4),
+                             min_class_share=round(min(q["class_hist"]), 3), max_class_share=round(max(q["class_hist"]), 3),
+                             rounds=max(st["rounds"]) if st["rounds"] else "", sec_per_image=round(time_per_image(model, m, T, a.repeats), 4)))
+            print(rows[-1], f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            with open(OUT / "quality.csv", "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
+    lines = ["| method | " + " | ".join(f"T={T}: d_F² / s per image" for T in a.Ts) + " |", "|---|" + "---|" * len(a.Ts)]
+    for m in a.methods:
+        cells = [next(r for r in rows if r["method"] == m and r["T"] == T) for T in a.Ts]
+        lines.append(f"| {m} | " + " | ".join(f"{r['fd']:.2f} / {r['sec_per_image']:.3f}" for r in cells) + " |")
+    md = (f"Samples per cell: {a.n}; d_F² to the digits training split in the shipped classifier's feature space (lower is better; "
+          f"the same noises for every method); time: median wall time of one single-image run on this machine's CPU "
+          f"(torch threads = 1).\n\n" + "\n".join(lines) + "\n")
+    (OUT / "quality.md").write_text(md)
+    print(md)
+    if a.big:
+        big = {}
+        xs = {}
+        for m in ("DDIM (sequential)", "DEQ-DDIM"):
+            xs[m], st = generate(model, m, 100, a.big, progress=True)
+            big[m] = sample_quality(xs[m], clf) | dict(rounds=st["rounds"])
+        d = (xs["DEQ-DDIM"] - xs["DDIM (sequential)"]).flatten(1)
+        big["max_rel_diff"] = float((d.norm(dim=1) / xs["DDIM (sequential)"].flatten(1).norm(dim=1)).max())
+        (OUT / "quality_T100_n1000.json").write_text(json.dumps(big, indent=1))
+        print(json.dumps({k: (v if not isinstance(v, dict) else {kk: vv for kk, vv in v.items() if kk != "rounds"}) for k, v in big.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

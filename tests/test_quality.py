@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from deq_ddim_nb.quality import frechet_distance, feature_stats, load_classifier, sample_quality, generate, METHODS
+from deq_ddim_nb.toy import digits_data
+
+
+def test_frechet_closed_forms():
+    rng = np.random.default_rng(1)
+    mu1, mu2 = rng.normal(size=4), rng.normal(size=4)
+    s1, s2 = rng.uniform(0.5, 2, 4), rng.uniform(0.5, 2, 4)
+    assert np.isclose(frechet_distance(mu1, np.diag(s1 ** 2), mu2, np.diag(s2 ** 2)), ((mu1 - mu2) ** 2).sum() + ((s1 - s2) ** 2).sum())
+    A = rng.normal(size=(4, 4)); C = A @ A.T + np.eye(4)
+    assert abs(frechet_distance(mu1, C, mu1, C)) < 1e-8
+    # a scaled covariance: d = Tr(C) (1 - sqrt(c))^2 ... for C2 = c C1
+    assert np.isclose(frechet_distance(mu1, C, mu1, 4 * C), np.trace(C) * (1 - 2) ** 2)
+
+
+def test_classifier_accuracy_on_held_out_digits():
+    clf = load_classifier()
+    x, y = digits_data(16, "test", dtype=torch.float32)
+    assert float((clf(x).argmax(1) == y).float().mean()) > 0.95
+
+
+def test_sample_quality_orders_degradations():
+    clf = load_classifier()
+    x, _ = digits_data(16, "test", dtype=torch.float32)
+    q_real, q_blur = sample_quality(x, clf), sample_quality(F.avg_pool2d(x, 3, 1, 1), clf)
+    q_noise = sample_quality(torch.rand(180, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1, clf)
+    assert q_real["fd"] < q_blur["fd"] < q_noise["fd"]
+    assert abs(sum(q_real["class_hist"]) - 1) < 1e-9 and min(q_real["class_hist"]) > 0.05
+
+
+def test_deq_generate_matches_ddim_generate():
+    from deq_ddim_nb.models import load_model
+    model = load_model("digits")
+    a, _ = generate(model, "DDIM (sequential)", 10, 4)
+    b, st = generate(model, "DEQ-DDIM", 10, 4, tol=1e-5, max_iter=30)
+    assert float(((a - b).flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1)).max()) < 1e-3
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match=r"\(N, 1, 16, 16\)"):
+        sample_quality(torch.zeros(3, 1, 8, 8))
+    with pytest.raises(ValueError, match="shape \\(N, D\\)"):
+        feature_stats(np.zeros(4))
+    with pytest.raises(ValueError, match="method must be one of"):
+        generate(None, "DDIM", 10, 1)
