@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 from .schedules import DDIMSchedule
 
 # %% auto #0
-__all__ = ['ddim_step', 'check_state', 'check_noise', 'call_eps', 'check_schedule', 'draw_noise', 'ddim_sample', 'ddim_coeffs',
-           'ddim_invert']
+__all__ = ['ddim_step', 'check_state', 'check_noise', 'call_eps', 'check_sample_shape', 'check_schedule', 'draw_noise',
+           'ddim_sample', 'ddim_coeffs', 'ddim_invert']
 
 # %% ../nbs/01_ddim.ipynb #24c38b07
 def ddim_step(x, eps, abar, abar_prev, sigma=0.0, noise=None):
@@ -62,6 +62,13 @@ def call_eps(eps_model, x:torch.Tensor, t:torch.Tensor, check:bool=True) -> torc
                          + (" ..." if len(ts) > 8 else ""))
     return eps.to(x.dtype)
 
+def check_sample_shape(eps_model, x:torch.Tensor, name:str="x_T") -> torch.Tensor:
+    "If the model declares `config['sample_shape']`, `x` must be (B, *sample_shape): a fully convolutional net would silently run on any size."
+    shape = (getattr(eps_model, "config", None) or {}).get("sample_shape") if isinstance(getattr(eps_model, "config", None), dict) else None
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{name} must have shape (B, *sample_shape) = (B, {', '.join(map(str, shape))}) for this model, got {tuple(x.shape)}")
+    return x
+
 def check_schedule(sched) -> DDIMSchedule:
     if not isinstance(sched, DDIMSchedule):
         raise TypeError(f"sched must be a DDIMSchedule (see DDIMSchedule.make), got {type(sched).__name__}")
@@ -77,7 +84,7 @@ def ddim_sample(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, noise:torch.Ten
                 return_traj:bool=False, *, progress:bool=False, enable_grad:bool=False,
                 generator:torch.Generator|None=None, check:bool=True):
     "Sequential DDIM (η = 0, Eq. 7) or sDDIM (η > 0, Eq. 20) from `x_T` (B, *dims): returns x_0, or (x_0, xs) with xs (T+1, B, *dims)."
-    check_state("x_T", x_T); check_schedule(sched)
+    check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T)
     T = len(sched)
     noise = check_noise(noise, T, x_T)
     s = sched.to(x_T.device, x_T.dtype)
@@ -108,7 +115,7 @@ def ddim_coeffs(sched:DDIMSchedule) -> tuple[torch.Tensor, torch.Tensor]:
 def ddim_invert(eps_model, x_0:torch.Tensor, sched:DDIMSchedule, *, return_traj:bool=False,
                 progress:bool=False, check:bool=True):
     "Deterministic DDIM ODE inversion x_0 -> x_T (Eq. 9 run backwards, ε evaluated at the less noisy state)."
-    check_state("x_0", x_0); check_schedule(sched)
+    check_state("x_0", x_0); check_schedule(sched); check_sample_shape(eps_model, x_0, "x_0")
     s = sched.to(x_0.device, x_0.dtype)
     ratio, c1 = ddim_coeffs(s)
     x, traj = x_0, [x_0]

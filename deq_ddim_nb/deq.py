@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 from .schedules import DDIMSchedule
-from .ddim import call_eps, check_noise, check_schedule, check_state, ddim_coeffs, draw_noise
+from .ddim import call_eps, check_noise, check_sample_shape, check_schedule, check_state, ddim_coeffs, draw_noise
 from .solvers import SolverStats, get_solver
 
 # %% auto #0
@@ -100,7 +100,7 @@ def deq_sample(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, *, solver="ander
                stop_mode:str="rel", generator:torch.Generator|None=None, progress:bool=False,
                callback=None, check:bool=True, **solver_kwargs):
     "DEQ-DDIM (η = 0) / DEQ-sDDIM (η > 0): solve Eq. (12)/(13) for all states at once. Returns (x_0, DEQInfo)."
-    check_state("x_T", x_T); check_schedule(sched)
+    check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T)
     T = len(sched)
     noise = check_noise(noise, T, x_T)
     if noise is None and bool((sched.sigma != 0).any()): noise = draw_noise(sched, x_T, generator)

@@ -287,7 +287,7 @@ def save_inversion(out_dir, result:InversionResult, overwrite:bool=False) -> dic
     paths = {"x_T": out / "x_T.pt", "regenerated": out / "regenerated.png"}
     there = [p.name for p in paths.values() if p.exists()]
     if there and not overwrite:
-        raise FileExistsError(f"{', '.join(there)} already in {str(out)!r}; pass overwrite=True (CLI: --overwrite) to replace")
+        raise FileExistsError(f"{', '.join(there)} already in {str(out)!r}; pass overwrite=True (CLI: --force) to replace")
     writers = {"x_T": lambda f: torch.save(result.x_T.detach().cpu(), f), "regenerated": lambda f: to_png(result.x_0, f)}
     tmps = {}
     try:

@@ -102,6 +102,7 @@ def sample_quality(x:torch.Tensor, clf:DigitsClassifier|None=None, reference:str
     "Fréchet distance to a digits split, class histogram and mean confidence of samples x (N, 1, 16, 16) in [-1, 1]."
     if x.ndim != 4 or tuple(x.shape[1:]) != (1, 16, 16):
         raise ValueError(f"samples must have shape (N, 1, 16, 16) (the digits model's), got {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()): raise ValueError("samples contain non-finite values (NaN or inf): the sampler diverged")
     clf = clf or load_classifier()
     with torch.no_grad():
         x = x.to(next(clf.parameters()).device, torch.float32).clamp(-1, 1)

@@ -169,3 +169,13 @@ def test_deq_model_non_finite_names_timestep():
     bad = lambda x, t: torch.where((t == 300)[:, None], torch.full_like(x, float("inf")), 0.1 * x)
     with pytest.raises(ValueError, match=r"non-finite values .* timestep\(s\) \[300\]"):
         deq_sample(bad, randn(2, 4), DDIMSchedule.make(10))
+
+
+def test_x_T_of_the_wrong_size_for_the_model_is_rejected():
+    "A fully convolutional model would run on any size; a declared sample_shape is enforced instead."
+    from deq_ddim_nb.models import load_model
+    unet = load_model("digits")
+    with pytest.raises(ValueError, match=r"sample_shape\) = \(B, 1, 16, 16\)"):
+        deq_sample(unet, torch.randn(1, 1, 8, 8), DDIMSchedule.make(5))
+    with pytest.raises(ValueError, match="sample_shape"):
+        ddim_sample(unet, torch.randn(1, 1, 8, 8), DDIMSchedule.make(5))

@@ -47,3 +47,8 @@ def test_bad_inputs():
         feature_stats(np.zeros(4))
     with pytest.raises(ValueError, match="method must be one of"):
         generate(None, "DDIM", 10, 1)
+
+
+def test_non_finite_samples_are_a_clear_error():
+    with pytest.raises(ValueError, match="non-finite"):
+        sample_quality(torch.full((8, 1, 16, 16), float("nan")))
