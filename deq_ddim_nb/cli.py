@@ -93,10 +93,10 @@ def add_sample_args(p:argparse.ArgumentParser):
     p.add_argument("--skip", choices=SKIPS, default="uniform", help="timestep subsequence")
     p.add_argument("--solver", choices=tuple(SOLVERS), default="anderson")
     p.add_argument("--max-iter", type=_positive_int, default=None, help="max rounds (default 30, or 50 when eta > 0)")
-    p.add_argument("--tol", type=_positive_float, default=1e-4,
-                   help="relative trajectory residual at which the solver stops (1e-4 keeps x_0 within about 1e-3 of DDIM)")
-    p.add_argument("--m", type=_positive_int, default=3, help="Anderson/Broyden history")
-    p.add_argument("--mixing", type=float, default=0.8, help="Anderson mixing in (0, 1]")
+    p.add_argument("--tol", type=_positive_float, default=1e-3,
+                   help="the solver stops when every state's relative residual is below this")
+    p.add_argument("--m", type=_positive_int, default=5, help="Anderson/Broyden history")
+    p.add_argument("--mixing", type=float, default=None, help="Anderson mixing in (0, 1] (default: deq_sample's, 0.9)")
     p.add_argument("--n", type=_positive_int, default=16, help="number of images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -124,8 +124,8 @@ def run_sample(args, out=sys.stdout) -> dict:
     try: sched = DDIMSchedule.from_config(args.T, cfg, skip=args.skip, eta=args.eta)
     except ValueError as e: raise CLIError(str(e)) from None
     max_iter = args.max_iter or (50 if args.eta > 0 else 30)
-    if not 0 < args.mixing <= 1: raise CLIError(f"--mixing must be in (0, 1], got {args.mixing}")
-    solver_kw = dict(m=args.m) | (dict(mixing=args.mixing) if args.solver == "anderson" else {})
+    if args.mixing is not None and not 0 < args.mixing <= 1: raise CLIError(f"--mixing must be in (0, 1], got {args.mixing}")
+    solver_kw = dict(m=args.m) | (dict(mixing=args.mixing) if args.solver == "anderson" and args.mixing is not None else {})
     g = torch.Generator().manual_seed(args.seed)
     x_T = torch.randn((args.n, *cfg["sample_shape"]), generator=g, dtype=dtype).to(dev)
     noise = draw_noise(sched, x_T, g) if args.eta > 0 else None          # (T, n, ...), drawn on the CPU generator

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 from .schedules import DDIMSchedule
 from .ddim import call_eps, check_noise, check_schedule, check_state, ddim_sample, draw_noise
-from .deq import DEQInfo, ShardedEps, deq_sample, deq_update, init_trajectory
+from .deq import DEQ_ANDERSON, DEQInfo, ShardedEps, deq_sample, deq_update, init_trajectory
 from .solvers import SolverStats, residual_norms
 
 # %% auto #0
@@ -273,11 +273,12 @@ class _Reached(Exception): pass
 # name -> (sampler, keyword arguments): the options measured by the benchmark
 VARIANTS = {   # every setting spelled out, so the names keep their meaning if deq_sample's defaults change
     "picard": ("deq", dict(solver="picard")),
-    "anderson-paper": ("deq", dict(solver="anderson", m=5, mixing=1.0, triangular=False)),
-    "anderson-tri": ("deq", dict(solver="anderson", m=5, mixing=1.0, triangular=True)),
-    "anderson-tri-m3": ("deq", dict(solver="anderson", m=3, mixing=0.8, triangular=True)),
-    "anderson-tri+scaled": ("deq", dict(solver="anderson", m=5, mixing=1.0, triangular=True, init="scaled")),
-    "anderson-tri+coarse4": ("deq", dict(solver="anderson", m=5, mixing=1.0, triangular=True, init="coarse:4")),
+    "anderson-default": ("deq", dict(solver="anderson", m=5) | DEQ_ANDERSON),   # deq_sample's default (fixed-point notebook)
+    "anderson-paper": ("deq", dict(solver="anderson", m=5, mixing=1.0, triangular=False, restart=None, lam=1e-4)),
+    "anderson-tri": ("deq", dict(solver="anderson", m=5, mixing=1.0, triangular=True, restart=None, lam=1e-4)),
+    "anderson-tri-m3": ("deq", dict(solver="anderson", m=3, mixing=0.8, triangular=True, restart=None, lam=1e-4)),
+    "anderson-tri+scaled": ("deq", dict(solver="anderson", m=5, mixing=1.0, triangular=True, restart=None, lam=1e-4, init="scaled")),
+    "anderson-tri+coarse4": ("deq", dict(solver="anderson", m=5, mixing=1.0, triangular=True, restart=None, lam=1e-4, init="coarse:4")),
     "broyden": ("deq", dict(solver="broyden", m=5)),
     "window": ("window", dict(tol=0.005)),
 }
@@ -316,7 +317,7 @@ def measure_variant(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, x0_ref:torc
 # %% ../nbs/09_parallel.ipynb #d4b4ce24
 BENCH_MODELS = ("digits", "toy")
 _ALL = tuple(VARIANTS)
-_MAIN = ("anderson-tri", "anderson-tri-m3", "window")
+_MAIN = ("anderson-default", "anderson-tri", "anderson-tri-m3", "window")
 
 def default_grid(quick:bool=False) -> list[dict]:
     "The benchmark's grid: (model, T, batch, seeds, variants, max_rounds). `quick`: a few seconds, for tests."
@@ -328,9 +329,9 @@ def default_grid(quick:bool=False) -> list[dict]:
         grid.append(g("toy", T, 1, 8 if T <= 250 else 2))
         if T <= 100: grid.append(g("toy", T, 16, 2))
     grid += [g("digits", 10, 1, 8), g("digits", 20, 1, 8), g("digits", 50, 1, 4),
-             g("digits", 100, 1, 16, _MAIN[:2], 30), g("digits", 100, 1, 3, [v for v in _ALL if v not in _MAIN[:2]], 30),
+             g("digits", 100, 1, 16, _MAIN[:3], 30), g("digits", 100, 1, 3, [v for v in _ALL if v not in _MAIN[:3]], 30),
              g("digits", 10, 16, 1, _MAIN + ("picard",)), g("digits", 20, 16, 1, _MAIN + ("picard",)),
-             g("digits", 250, 1, 1, _MAIN + ("picard",), 30), g("digits", 1000, 1, 1, _MAIN[:2], 20)]
+             g("digits", 250, 1, 1, _MAIN + ("picard",), 30), g("digits", 1000, 1, 1, _MAIN[:3], 20)]
     return grid
 
 def _load_bench_model(name, device="cpu"):
@@ -346,14 +347,21 @@ CSV_FIELDS = ("model", "T", "batch", "variant", "seed", "rounds", "nfe", "reache
               "ratio", "outside_share", "final_err")
 
 def run_benchmark(grid=None, out_dir="bench/results", *, err_tol:float=1e-3, ddim_repeats:int=3, efficiency:bool=True,
-                  efficiency_sizes=tuple(2 ** i for i in range(11)), device="cpu", progress:bool=True) -> list[dict]:
+                  efficiency_sizes=tuple(2 ** i for i in range(11)), device="cpu", progress:bool=True, merge:bool=False) -> list[dict]:
     """Run the grid: for every (model, T, batch, seed) the sequential DDIM sample (timed, median of repeats) and every
-    variant to within `err_tol` of it. Writes speed.csv, speed_traces.json, efficiency.csv, then the table and plots."""
+    variant to within `err_tol` of it. Writes speed.csv, speed_traces.json, efficiency.csv, then the table and plots.
+    `merge`: keep the rows (and traces) of an existing speed.csv whose (model, T, batch, variant) this grid does not run."""
     grid = default_grid() if grid is None else grid
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    rows, traces, models = [], {}, {}
+    rows, traces, models, kept = [], {}, {}, []
+    if merge and (out / "speed.csv").exists():
+        redo = {(c["model"], str(c["T"]), str(c["batch"]), v) for c in grid for v in c["variants"]}
+        with open(out / "speed.csv") as fh:
+            kept = [r for r in csv.DictReader(fh) if (r["model"], r["T"], r["batch"], r["variant"]) not in redo]
+        if (out / "speed_traces.json").exists():
+            traces = {k: v for k, v in json.loads((out / "speed_traces.json").read_text()).items() if tuple(k.split("|")) not in redo}
     with open(out / "speed.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, CSV_FIELDS); w.writeheader()
+        w = csv.DictWriter(fh, CSV_FIELDS); w.writeheader(); w.writerows(kept)
         for cell in tqdm(grid, desc="benchmark", disable=not progress):
             if cell["model"] not in models: models[cell["model"]] = _load_bench_model(cell["model"], device)
             model, dtype = models[cell["model"]]
@@ -403,7 +411,9 @@ def summarize(rows:list[dict]) -> list[dict]:
                         nfe_median=med([r["nfe"] for r in rs]), deq_seconds=med([r["deq_seconds"] for r in ok]),
                         ddim_seconds=med([r["ddim_seconds"] for r in rs]), ratio=med([r["ratio"] for r in ok]),
                         outside_share=med([r["outside_share"] for r in rs])))
-    return out
+    order = {m: i for i, m in enumerate(dict.fromkeys(r["model"] for r in rows))}     # models in the order they were run
+    rank = lambda v: list(VARIANTS).index(v) if v in VARIANTS else len(VARIANTS)
+    return sorted(out, key=lambda s: (order[s["model"]], s["batch"] > 1 and s["model"] == "digits", s["T"], s["batch"], rank(s["variant"])))
 
 def _fmt(v, spec):
     if isinstance(v, float) and math.isnan(v): return "–"
@@ -470,6 +480,7 @@ def add_bench_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true", help="rebuild speed.md and the plots from the saved CSV")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--merge", action="store_true", help="keep the saved rows of cells this selection does not rerun")
     return p
 
 def run_bench(args) -> int:
@@ -484,7 +495,8 @@ def run_bench(args) -> int:
     grid = [c for c in grid if c["variants"] and c["seeds"] > 0]
     if not grid: print("deq-ddim bench: error: the selection left nothing to run"); return 2
     run_benchmark(grid, args.out, efficiency=not (args.no_efficiency or args.quick), device=args.device,
-                  efficiency_sizes=(1, 2, 4) if args.quick else tuple(2 ** i for i in range(11)), progress=not args.no_progress)
+                  efficiency_sizes=(1, 2, 4) if args.quick else tuple(2 ** i for i in range(11)), progress=not args.no_progress,
+                  merge=args.merge)
     print((Path(args.out) / "speed.md").read_text())
     return 0
 

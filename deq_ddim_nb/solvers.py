@@ -44,14 +44,15 @@ def _check_solver_args(max_iter, tol, stop_mode):
         raise ValueError(f"tol must be a number > 0, got {tol!r}")
     if stop_mode not in STOP_MODES: raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
 
-def residual_norms(fz:torch.Tensor, z:torch.Tensor, sample_dim:int|None=None) -> tuple[float, float]:
-    "(abs, rel) residual of iterate z given f(z); per sample along `sample_dim` and the worst one reported."
+def residual_norms(fz:torch.Tensor, z:torch.Tensor, sample_dim:int|tuple|None=None) -> tuple[float, float]:
+    "(abs, rel) residual of iterate z given f(z); per sample along `sample_dim` (a dim or a tuple of dims), worst one reported."
     d = (fz - z)
     if sample_dim is None:
         a, n = torch.linalg.vector_norm(d), torch.linalg.vector_norm(fz)
     else:
-        d, f_ = d.movedim(sample_dim, 0).reshape(d.shape[sample_dim], -1), fz.movedim(sample_dim, 0).reshape(fz.shape[sample_dim], -1)
-        a, n = torch.linalg.vector_norm(d, dim=1), torch.linalg.vector_norm(f_, dim=1)
+        keep = {k % d.ndim for k in ((sample_dim,) if isinstance(sample_dim, int) else sample_dim)}
+        rest = tuple(k for k in range(d.ndim) if k not in keep)
+        a, n = torch.linalg.vector_norm(d, dim=rest), torch.linalg.vector_norm(fz, dim=rest)
     r = a / (1e-5 + n)
     return float(a.max()), float(r.max())
 
@@ -121,7 +122,7 @@ def _solve_small(H, y):
 
 def anderson(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:str="rel", m:int=5,
              lam:float=1e-4, mixing:float=1.0, group_dims:tuple=(), triangular:bool=False, restart:float|None=None,
-             sample_dim:int|None=None, callback=None):
+             restart_after:int=3, sample_dim:int|tuple|None=None, callback=None):
     "Anderson acceleration with history `m`, regularisation `lam`, mixing β; coefficients per group of `group_dims`."
     _check_solver_args(max_iter, tol, stop_mode)
     if isinstance(m, bool) or not isinstance(m, int) or m < 1: raise ValueError(f"m must be an int >= 1, got {m!r}")
@@ -129,6 +130,8 @@ def anderson(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:s
     if lam < 0: raise ValueError(f"lam must be >= 0, got {lam}")
     if triangular and not group_dims: raise ValueError("triangular=True needs group_dims (its first dim indexes the states)")
     if restart is not None and not restart > 0: raise ValueError(f"restart must be None or > 0, got {restart}")
+    if isinstance(restart_after, bool) or not isinstance(restart_after, int) or restart_after < 0:
+        raise ValueError(f"restart_after must be an int >= 0, got {restart_after!r}")
     tr = _Trace("anderson", tol, stop_mode, sample_dim, callback)
     G, to_g, from_g = _grouping(z0.shape, group_dims)
     n_first = z0.shape[min(d % z0.ndim for d in group_dims)] if group_dims else 1
@@ -159,8 +162,10 @@ def anderson(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:s
         if stop: break
         if restart is not None:      # a group whose residual grew by more than `restart`x forgets its history
             res_g = torch.linalg.vector_norm(fg - zg, dim=1)
-            if prev_res is not None:
-                bad = res_g > restart * prev_res
+            if prev_res is not None and k >= restart_after:
+                # groups already 10x below the tolerance are left alone: there "growth" is rounding noise
+                floor = 0.1 * tol * (torch.linalg.vector_norm(fg, dim=1) if stop_mode == "rel" else 1.0)
+                bad = (res_g > restart * prev_res) & (res_g > floor)
                 X[bad], Fx[bad] = zg[bad, None], fg[bad, None]
             prev_res = res_g
         if k < 2: z = fz                                   # the first two steps are plain Picard steps
