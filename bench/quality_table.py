@@ -35,6 +35,7 @@ def main():
     # cells already in quality.csv are kept unless recomputed now, so columns can be run one at a time
     old = list(csv.DictReader(open(OUT / "quality.csv"))) if (OUT / "quality.csv").exists() else []
     rows = [r for r in old if not (int(r["T"]) in (a.Ts or []) and r["method"] in a.methods)]
+    mine = []                                                       # the cells this run computes
     for T in a.Ts or []:
         for m in a.methods:
             t0 = time.perf_counter()
@@ -44,6 +45,11 @@ def main():
                              min_class_share=round(min(q["class_hist"]), 3), max_class_share=round(max(q["class_hist"]), 3),
                              rounds=max(st["rounds"]) if st["rounds"] else "", sec_per_image=round(time_per_image(model, m, T, a.repeats), 4)))
             print(rows[-1], f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            mine.append(rows[-1])
+            # re-read before writing, so that runs of other columns in parallel keep their cells
+            now = list(csv.DictReader(open(OUT / "quality.csv"))) if (OUT / "quality.csv").exists() else []
+            done = {(str(r["T"]), r["method"]) for r in mine}
+            rows = [r for r in now if (r["T"], r["method"]) not in done] + mine
             rows.sort(key=lambda r: (int(r["T"]), list(METHODS).index(r["method"])))
             with open(OUT / "quality.csv", "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
@@ -64,12 +70,14 @@ def write_table(rows, a):
     print(md)
 
 
-# the big check solves as `deq-ddim sample` does by default (m=3, mixing 0.8, tol 1e-4 relative, at most 30 rounds)
-BIG_DEQ = dict(m=3, mixing=0.8, tol=1e-4, max_iter=30)
+# the big check solves as `deq-ddim sample` does by default (deq_sample's Anderson, tol 1e-3 per state, at most 30 rounds)
+BIG_DEQ = dict(tol=1e-3, max_iter=30)
 
 
 def big_check(model, clf, n, batch):
-    big = dict(settings=BIG_DEQ | dict(T=100, n=n, batch=batch, seed=0))
+    import subprocess
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=OUT).stdout.strip()
+    big = dict(settings=BIG_DEQ | dict(T=100, n=n, batch=batch, seed=0, commit=commit or "unknown"))
     xs = {}
     for m in ("DDIM (sequential)", "DEQ-DDIM"):
         t0 = time.perf_counter()
