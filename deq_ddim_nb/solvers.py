@@ -50,9 +50,12 @@ def residual_norms(fz:torch.Tensor, z:torch.Tensor, sample_dim:int|tuple|None=No
     if sample_dim is None:
         a, n = torch.linalg.vector_norm(d), torch.linalg.vector_norm(fz)
     else:
-        keep = {k % d.ndim for k in ((sample_dim,) if isinstance(sample_dim, int) else sample_dim)}
-        rest = tuple(k for k in range(d.ndim) if k not in keep)
-        a, n = torch.linalg.vector_norm(d, dim=rest), torch.linalg.vector_norm(fz, dim=rest)
+        dims = (sample_dim,) if isinstance(sample_dim, int) else tuple(sample_dim)
+        if not dims or any(not -d.ndim <= k < d.ndim for k in dims):
+            raise ValueError(f"sample_dim must be a dim or a non-empty tuple of dims of a {d.ndim}-D tensor, got {sample_dim!r}")
+        rest = tuple(k for k in range(d.ndim) if k not in {k % d.ndim for k in dims})
+        if rest: a, n = torch.linalg.vector_norm(d, dim=rest), torch.linalg.vector_norm(fz, dim=rest)
+        else: a, n = d.abs(), fz.abs()                     # every element is its own sample (dim=() would reduce all)
     r = a / (1e-5 + n)
     return float(a.max()), float(r.max())
 

@@ -80,3 +80,17 @@ def test_bad_solver_args(solver, kw, msg):
 def test_unknown_solver_name():
     with pytest.raises(ValueError, match="solver must be one of"):
         get_solver("newton")
+
+
+def test_residual_norms_tuple_sample_dim_and_bad_dims():
+    from deq_ddim_nb.solvers import residual_norms
+    g = torch.Generator().manual_seed(0)
+    z, fz = torch.randn(4, 3, 5, generator=g, dtype=torch.float64), torch.randn(4, 3, 5, generator=g, dtype=torch.float64)
+    a, r = residual_norms(fz, z, (0, 1))
+    per = [((fz[i, j] - z[i, j]).norm(), fz[i, j].norm()) for i in range(4) for j in range(3)]
+    assert abs(a - max(float(x) for x, _ in per)) < 1e-12
+    assert abs(r - max(float(x / (1e-5 + n)) for x, n in per)) < 1e-12
+    assert abs(residual_norms(fz, z, (0, 1, 2))[0] - float((fz - z).abs().max())) < 1e-12
+    for bad in (3, -4, ()):
+        with pytest.raises(ValueError, match="sample_dim must be"):
+            residual_norms(fz, z, bad)
