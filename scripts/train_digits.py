@@ -6,7 +6,7 @@
 
 Writes `<out>/<stem>.safetensors` (EMA weights), `<stem>.json` (config, schedule, training settings, time)
 and `<stem>_loss.csv` (mean loss per 50 steps). The recipe and the network are in nbs/06_digits_model.ipynb
-(module `deq_ddim_nb.models`); this script only parses arguments and calls them. About 20 minutes on one CPU core.
+(module `deq_ddim_nb.models`); this script only parses arguments and calls them. About 22 minutes on one idle CPU core (28-36 with the other core busy).
 """
 import argparse, dataclasses, os, time
 from pathlib import Path
