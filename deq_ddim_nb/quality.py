@@ -124,6 +124,8 @@ def generate(model, method:str, T:int, n:int, seed:int=0, batch:int=250, progres
     from deq_ddim_nb.ddim import ddim_sample, draw_noise
     from deq_ddim_nb.deq import deq_sample
     if method not in METHODS: raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    for k, v in (("n", n), ("batch", batch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be a positive int, got {v!r}")
     eta, kind = METHODS[method]
     sched = DDIMSchedule.from_config(T, model.config, eta=eta)
     g = torch.Generator().manual_seed(seed)

@@ -47,6 +47,9 @@ def test_bad_inputs():
         feature_stats(np.zeros(4))
     with pytest.raises(ValueError, match="method must be one of"):
         generate(None, "DDIM", 10, 1)
+    for kw, msg in ((dict(n=0), "n must be"), (dict(n=2.0), "n must be"), (dict(n=4, batch=0), "batch must be")):
+        with pytest.raises(ValueError, match=msg):
+            generate(None, "DDIM (sequential)", 10, **kw)
 
 
 def test_non_finite_samples_are_a_clear_error():
