@@ -12,67 +12,22 @@ from tqdm.auto import tqdm
 from .schedules import DDIMSchedule
 
 # %% auto #0
-__all__ = ['ddim_step', 'check_state', 'check_noise', 'call_eps', 'check_sample_shape', 'check_schedule', 'draw_noise',
-           'ddim_sample', 'ddim_coeffs', 'ddim_invert']
+__all__ = ['ddim_step', 'draw_noise', 'ddim_sample', 'ddim_coeffs', 'ddim_invert']
+
+# %% ../nbs/01_ddim.ipynb #d64a58d0
+# input checks live in the appendix (nbs/90_checks.ipynb); re-exported here, where the samplers import them from
+from .checks import call_eps, check_noise, check_sample_shape, check_schedule, check_state, check_step
 
 # %% ../nbs/01_ddim.ipynb #24c38b07
 def ddim_step(x, eps, abar, abar_prev, sigma=0.0, noise=None):
     "One DDIM update x_t -> x_{t-1}: Eq. (7), or Eq. (20) when `sigma` > 0 (then `noise` ~ N(0, I) is required)."
-    abar, abar_prev, sigma = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (abar, abar_prev, sigma))
+    abar, abar_prev, sigma = check_step(x, eps, abar, abar_prev, sigma, noise)   # tensors in x's dtype (appendix: input checks)
     # Eq. (7), first term: the predicted clean image, re-scaled to the next noise level
     x0_pred = (x - torch.sqrt(1 - abar) * eps) / torch.sqrt(abar)
     # Eq. (20): direction pointing to x_t, sqrt(1 - abar_prev - sigma^2) * eps (clamped: rounding can dip below 0)
     out = torch.sqrt(abar_prev) * x0_pred + torch.sqrt((1 - abar_prev - sigma ** 2).clamp(min=0)) * eps
-    if bool((sigma != 0).any()):
-        if noise is None: raise ValueError("ddim_step: sigma > 0 needs `noise` (a tensor shaped like x)")
-        out = out + sigma * noise
+    if bool((sigma != 0).any()): out = out + sigma * noise      # Eq. (20): + sigma_t eps_t
     return out
-
-# %% ../nbs/01_ddim.ipynb #0a58a8cd
-def check_state(name:str, x) -> torch.Tensor:
-    "Raise a clear error unless `x` is a finite floating tensor of shape (B, *dims)."
-    if not torch.is_tensor(x): raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor (float32 or float64), got dtype {x.dtype}")
-    if x.ndim < 2: raise ValueError(f"{name} must have shape (B, *dims) with a batch dimension, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()): raise ValueError(f"{name} contains non-finite values (NaN or inf)")
-    return x
-
-def check_noise(noise, T:int, x_T:torch.Tensor, name:str="noise") -> torch.Tensor|None:
-    "`noise` must be None or a floating tensor of shape (T, *x_T.shape); returned on x_T's device and dtype."
-    if noise is None: return None
-    if not torch.is_tensor(noise) or not noise.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor of shape (T, B, *dims), got {getattr(noise, 'dtype', type(noise).__name__)}")
-    if tuple(noise.shape) != (T, *x_T.shape):
-        raise ValueError(f"{name} must have shape (T, *x_T.shape) = {(T, *x_T.shape)}, got {tuple(noise.shape)}")
-    return noise.to(device=x_T.device, dtype=x_T.dtype)
-
-def call_eps(eps_model, x:torch.Tensor, t:torch.Tensor, check:bool=True) -> torch.Tensor:
-    "ε = eps_model(x, t), checked: a tensor shaped like `x`, finite (else the error names the timesteps)."
-    eps = eps_model(x, t)
-    if not check: return eps
-    if not torch.is_tensor(eps) or eps.shape != x.shape:
-        got = tuple(eps.shape) if torch.is_tensor(eps) else type(eps).__name__
-        raise ValueError(f"eps_model must return a tensor shaped like its input {tuple(x.shape)}, "
-                         f"got {got} at training timestep(s) {sorted(set(t.tolist()))[:8]}")
-    bad = ~torch.isfinite(eps.reshape(len(eps), -1)).all(1)
-    if bool(bad.any()):
-        ts = sorted(set(t[bad].tolist()))
-        raise ValueError(f"eps_model returned non-finite values (NaN or inf) at training timestep(s) {ts[:8]}"
-                         + (" ..." if len(ts) > 8 else ""))
-    return eps.to(x.dtype)
-
-def check_sample_shape(eps_model, x:torch.Tensor, name:str="x_T") -> torch.Tensor:
-    "If the model declares `config['sample_shape']`, `x` must be (B, *sample_shape): a fully convolutional net would silently run on any size."
-    shape = (getattr(eps_model, "config", None) or {}).get("sample_shape") if isinstance(getattr(eps_model, "config", None), dict) else None
-    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(f"{name} must have shape (B, *sample_shape) = (B, {', '.join(map(str, shape))}) for this model, got {tuple(x.shape)}")
-    return x
-
-def check_schedule(sched) -> DDIMSchedule:
-    if not isinstance(sched, DDIMSchedule):
-        raise TypeError(f"sched must be a DDIMSchedule (see DDIMSchedule.make), got {type(sched).__name__}")
-    return sched
 
 # %% ../nbs/01_ddim.ipynb #fdf807e4
 def draw_noise(sched:DDIMSchedule, x_T:torch.Tensor, generator:torch.Generator|None=None) -> torch.Tensor:
@@ -115,7 +70,7 @@ def ddim_coeffs(sched:DDIMSchedule) -> tuple[torch.Tensor, torch.Tensor]:
 def ddim_invert(eps_model, x_0:torch.Tensor, sched:DDIMSchedule, *, return_traj:bool=False,
                 progress:bool=False, check:bool=True):
     "Deterministic DDIM ODE inversion x_0 -> x_T (Eq. 9 run backwards, ε evaluated at the less noisy state)."
-    check_state("x_0", x_0); check_schedule(sched); check_sample_shape(eps_model, x_0, "x_0")
+    check_state("x_0", x_0); check_schedule(sched, deterministic=True); check_sample_shape(eps_model, x_0, "x_0")
     s = sched.to(x_0.device, x_0.dtype)
     ratio, c1 = ddim_coeffs(s)
     x, traj = x_0, [x_0]

@@ -7,28 +7,53 @@ Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/schedules.html.md"""
 # %% ../nbs/00_schedules.ipynb #fb434136
 from __future__ import annotations
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['BETA_SCHEDULES', 'SKIPS', 'make_betas', 'make_abar', 'quad_timesteps_original', 'make_timesteps', 'ddim_sigma',
-           'DDIMSchedule']
+__all__ = ['BETA_SCHEDULES', 'SKIPS', 'check_betas', 'make_betas', 'make_abar', 'quad_timesteps_original', 'make_timesteps',
+           'ddim_sigma', 'DDIMSchedule']
 
 # %% ../nbs/00_schedules.ipynb #012cd66a
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 def _check_int(name, v, lo=None, hi=None):
+    "`v` as a Python int (numpy integers accepted), else a TypeError/ValueError naming `name`."
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(v).__name__} ({v!r})")
     if lo is not None and v < lo: raise ValueError(f"{name} must be >= {lo}, got {v}")
     if hi is not None and v > hi: raise ValueError(f"{name} must be <= {hi}, got {v}")
     return int(v)
 
+def _check_float(name, v):
+    "`v` as a finite Python float (numpy scalars accepted), else a TypeError/ValueError naming `name`."
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__} ({v!r})")
+    if not math.isfinite(v): raise ValueError(f"{name} must be finite, got {v}")
+    return float(v)
+
+def check_betas(betas, n_train:int|None=None, name:str="trained_betas") -> torch.Tensor:
+    "Explicit β_1 … β_N as a float64 tensor `(N,)`: one finite value in (0, 1) per training step (N = `n_train` if given)."
+    try: b = torch.as_tensor(np.asarray(betas, dtype=np.float64) if not torch.is_tensor(betas) else betas)
+    except (TypeError, ValueError): raise TypeError(f"{name} must be a sequence of numbers, got {type(betas).__name__}") from None
+    if b.is_complex() or not (b.is_floating_point() or b.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {b.dtype}")
+    b = b.to(torch.float64)
+    if b.ndim != 1 or len(b) == 0: raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {tuple(b.shape)}")
+    if n_train is not None and len(b) != n_train:
+        raise ValueError(f"{name} must have one value per training step (n_train = {n_train}), got {len(b)}")
+    if not bool(torch.isfinite(b).all()): raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    if not bool(((b > 0) & (b < 1)).all()):
+        raise ValueError(f"{name} must lie in (0, 1), got values in [{b.min().item():.3g}, {b.max().item():.3g}]")
+    return b
+
 def make_betas(n_train:int=1000, beta_start:float=1e-4, beta_end:float=0.02,
                beta_schedule:str="linear", dtype=torch.float64) -> torch.Tensor:
     "β_1 … β_N of the training noise schedule, shape `(n_train,)`."
     n_train = _check_int("n_train", n_train, lo=1)
+    beta_start, beta_end = _check_float("beta_start", beta_start), _check_float("beta_end", beta_end)
     if not (0 < beta_start <= beta_end < 1):
         raise ValueError(f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}")
     if beta_schedule == "linear":
@@ -88,15 +113,21 @@ class DDIMSchedule:
 
     @classmethod
     def make(cls, T:int, *, skip:str="uniform", eta:float=0.0, n_train:int=1000, beta_start:float=1e-4,
-             beta_end:float=0.02, beta_schedule:str="linear", dtype=torch.float64) -> "DDIMSchedule":
-        "A T-step schedule over a model trained with `n_train` steps of the given β schedule."
+             beta_end:float=0.02, beta_schedule:str="linear", trained_betas=None,
+             dtype=torch.float64) -> "DDIMSchedule":
+        "A T-step schedule over a model trained with `n_train` steps of the given β schedule (or of explicit `trained_betas`)."
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
+        if isinstance(eta, (str, bytes, bool)) or eta is None: raise TypeError(f"eta must be a number, got {eta!r}")
         try: eta = float(eta)
         except (TypeError, ValueError): raise TypeError(f"eta must be a number, got {eta!r}") from None
         if not math.isfinite(eta) or eta < 0: raise ValueError(f"eta must be >= 0, got {eta}")
+        n_train = _check_int("n_train", n_train, lo=1)
         t = make_timesteps(T, skip, n_train)
-        abar_all = make_abar(make_betas(n_train, beta_start, beta_end, beta_schedule))
+        # explicit betas (a diffusers `trained_betas`) replace the parametric schedule
+        betas = (check_betas(trained_betas, n_train) if trained_betas is not None
+                 else make_betas(n_train, beta_start, beta_end, beta_schedule))
+        abar_all = make_abar(betas)
         abar = abar_all[t]
         abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
         sigma = ddim_sigma(abar, abar_prev, eta)
@@ -106,13 +137,14 @@ class DDIMSchedule:
             raise ValueError(f"eta={eta} is too large for this schedule: sigma^2 exceeds 1 - abar_prev at state x_{i} "
                              f"(timestep {int(t[i-1])}); eta <= 1 always works")
         return cls(t=t, abar=abar.to(dtype), abar_prev=abar_prev.to(dtype), sigma=sigma.to(dtype),
-                   eta=eta, skip=skip, n_train=n_train)
+                   eta=eta, skip=str(skip), n_train=n_train)
 
     @classmethod
     def from_config(cls, T:int, config:dict, **kwargs) -> "DDIMSchedule":
-        "A schedule matching a model's training noise schedule (`config` as in `load_model(...).config`)."
-        keys = ("n_train", "beta_start", "beta_end", "beta_schedule")
-        return cls.make(T, **{k: config[k] for k in keys if k in config}, **kwargs)
+        """A schedule matching a model's training noise schedule: `config` as in `load_model(...).config`,
+        or a diffusers `scheduler_config.json` (`num_train_timesteps`, `trained_betas` are understood)."""
+        cfg = _schedule_config(config)
+        return cls.make(T, **cfg, **kwargs)
 
     @property
     def T(self) -> int: return len(self.t)
@@ -122,3 +154,22 @@ class DDIMSchedule:
         "Move the coefficients to `device` / cast them to `dtype` (timesteps stay long)."
         cv = lambda v: v.to(device=device, dtype=dtype)
         return replace(self, t=self.t.to(device), abar=cv(self.abar), abar_prev=cv(self.abar_prev), sigma=cv(self.sigma))
+
+def _schedule_config(config) -> dict:
+    "The noise-schedule keys of a model or diffusers config, validated; every error names the key."
+    if not isinstance(config, Mapping): raise TypeError(f"config must be a dict, got {type(config).__name__}")
+    cfg = dict(config)
+    if cfg.get("n_train") is None and cfg.get("num_train_timesteps") is not None:   # diffusers' name
+        cfg["n_train"] = cfg["num_train_timesteps"]
+    out = {}
+    if cfg.get("n_train") is not None: out["n_train"] = _check_int("config['n_train']", cfg["n_train"], lo=1)
+    for k in ("beta_start", "beta_end"):
+        if cfg.get(k) is not None: out[k] = _check_float(f"config['{k}']", cfg[k])
+    if cfg.get("beta_schedule") is not None:
+        if cfg["beta_schedule"] not in BETA_SCHEDULES:
+            raise ValueError(f"config['beta_schedule'] must be one of {BETA_SCHEDULES}, got {cfg['beta_schedule']!r}")
+        out["beta_schedule"] = cfg["beta_schedule"]
+    if cfg.get("trained_betas") is not None:
+        b = check_betas(cfg["trained_betas"], out.get("n_train"), name="config['trained_betas']")
+        out["trained_betas"], out["n_train"] = b, len(b)
+    return out

@@ -111,3 +111,37 @@ def test_model_non_finite_names_timestep():
 def test_schedule_type_checked(digits_model):
     with pytest.raises(TypeError, match="sched must be a DDIMSchedule"):
         ddim_sample(digits_model, randn(1, 1, 8, 8), 10)
+
+
+@pytest.mark.parametrize("T,skip", [(1, "uniform"), (7, "quad"), (20, "uniform")])
+def test_eq10_telescoped_sum_reproduces_every_state(digits_model, T, skip):
+    "Eq. (10c): x_{T-k}/sqrt(a_{T-k}) = x_T/sqrt(a_T) + sum_{t=T-k+1}^{T} c_1^{(t)} eps^{(t)} / sqrt(a_{t-1}), every k."
+    from deq_ddim_nb.ddim import ddim_coeffs
+    x_T = randn(2, 1, 8, 8, seed=T)
+    s = DDIMSchedule.make(T, skip=skip)
+    _, xs = ddim_sample(digits_model, x_T, s, return_traj=True)
+    a = torch.cat([torch.ones(1, dtype=torch.float64), s.abar])
+    _, c1 = ddim_coeffs(s)
+    eps = [digits_model(xs[t], s.t[t - 1].expand(2)) for t in range(1, T + 1)]
+    for k in range(T + 1):
+        y = x_T / a[T].sqrt() + sum((c1[t - 1] * eps[t - 1] / a[t - 1].sqrt() for t in range(T - k + 1, T + 1)), torch.zeros_like(x_T))
+        assert rel(a[T - k].sqrt() * y, xs[T - k]) < 1e-12
+
+
+def test_ddim_step_checks_its_own_arguments():
+    x = randn(2, 3)
+    with pytest.raises(ValueError, match=r"abar must lie in \(0, 1\]"):
+        ddim_step(x, x, -0.5, 0.8)
+    with pytest.raises(TypeError, match="eps must be a real floating tensor"):
+        ddim_step(x, [0.0, 1.0, 2.0], 0.5, 0.8)
+
+
+def test_shipped_unet_trajectory_shrinks_to_image_scale():
+    "The shipped digits UNet on its own schedule: x_0 is finite, in the data range, and the chain ends at image scale."
+    from deq_ddim_nb.models import load_model
+    unet = load_model("digits")
+    s = DDIMSchedule.from_config(10, unet.config)
+    x_T = torch.randn(2, *unet.config["sample_shape"], generator=torch.Generator().manual_seed(0))
+    x0, xs = ddim_sample(unet, x_T, s, return_traj=True)
+    assert xs.shape == (11, 2, *unet.config["sample_shape"]) and torch.isfinite(xs).all()
+    assert x0.abs().max() < 1.5 and (x0.pow(2).mean((1, 2, 3)) < x_T.pow(2).mean((1, 2, 3))).all()
