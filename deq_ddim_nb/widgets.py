@@ -40,7 +40,7 @@ def default_noise(model=None, batch:int=4, seed:int=0, dtype=torch.float64) -> t
     return torch.randn((batch, *shape), dtype=dtype, generator=torch.Generator().manual_seed(seed))
 
 def solve_snapshots(model, x_T:torch.Tensor, T:int=20, skip:str="uniform", init="x_T", solver:str="anderson",
-                    max_iter:int=15, *, tol:float=1e-6, eta:float=0.0, noise:torch.Tensor|None=None, m:int=5):
+                    max_iter:int=30, *, tol:float=1e-6, eta:float=0.0, noise:torch.Tensor|None=None, m:int=5):
     "Run `deq_sample` and keep f(z) of every round: returns (snapshots (rounds, T, B, *dims), residuals list)."
     if init not in INITS: raise ValueError(f"init must be one of {INITS}, got {init!r}")
     get_solver(solver)                                                    # raises on an unknown name

@@ -40,6 +40,18 @@ def test_deq_generate_matches_ddim_generate():
     assert float(((a - b).flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1)).max()) < 1e-3
 
 
+def test_deq_sddim_generate_uses_the_sequential_noises():
+    "DEQ-sDDIM eta=1 and sequential DDPM draw the same x_T and noises, so they return the same images."
+    from deq_ddim_nb.models import load_model
+    model = load_model("digits")
+    a, _ = generate(model, "DDPM (sequential, eta=1)", 10, 3, seed=2)
+    b, st = generate(model, "DEQ-sDDIM eta=1", 10, 3, seed=2, tol=1e-4, max_iter=60)   # float32 UNet
+    assert len(st["rounds"]) == 1 and st["rounds"][0] < 60
+    assert float(((a - b).flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1)).max()) < 1e-3
+    c, _ = generate(model, "DDPM (sequential, eta=1)", 10, 3, seed=3)       # another seed: other noises, other images
+    assert float(((a - c).flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1)).min()) > 0.05
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match=r"\(N, 1, 16, 16\)"):
         sample_quality(torch.zeros(3, 1, 8, 8))

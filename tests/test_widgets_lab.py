@@ -21,7 +21,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 
 CELLS = [
     "import torch\ntorch.set_num_threads(1)\nfrom deq_ddim_nb.widgets import solver_explorer",
-    "ex = solver_explorer(T=10, solver='picard', max_iter=10, batch=2)\nex",
+    "ex = solver_explorer(T=10, solver='picard', max_iter=11, batch=2)\nex",
 ]
 
 
