@@ -8,21 +8,24 @@ Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/inversion.html.md"""
 from __future__ import annotations
 import math
 import os
-import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 from .schedules import DDIMSchedule
 from .ddim import call_eps, check_noise, check_schedule, check_state, ddim_invert, ddim_sample, draw_noise
 from .deq import deq_map, deq_sample, deq_update
 from .solvers import get_solver
+from .io import load_target, to_png, save_inversion   # file I/O: the appendix on files and images
 
 # %% auto #0
 __all__ = ['METHODS', 'GRADS', 'INITS', 'DEQ_SOLVER', 'IFT_SOLVER', 'image_loss', 'phantom_step', 'ift_grad', 'ChunkedEps',
            'InversionResult', 'deterministic', 'invert', 'load_target', 'to_png', 'save_inversion']
+
+# %% ../nbs/08_inversion.ipynb #f393b5cb
+_all_ = ['load_target', 'to_png', 'save_inversion']   # defined in deq_ddim_nb.io, importable from here too
 
 # %% ../nbs/08_inversion.ipynb #107255e7
 METHODS = ("deq", "bptt", "ode")
@@ -111,7 +114,7 @@ class InversionResult:
         return (f"InversionResult(method={self.method!r}, grad={self.grad!r}, B={len(self.x_T)}, epochs={self.epochs}, "
                 f"best loss={self.final_loss.tolist()}, seconds={self.seconds[-1]:.2f}, stopped_early={self.stopped_early})")
 
-def _check_args(method, grad, tau, k, lr, epochs, stop_loss):
+def _check_args(method, grad, tau, k, lr, epochs, stop_loss, seed=None):
     if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if grad not in GRADS: raise ValueError(f"grad must be one of {GRADS}, got {grad!r}")
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 1:
@@ -122,8 +125,11 @@ def _check_args(method, grad, tau, k, lr, epochs, stop_loss):
         raise ValueError(f"lr must be a number > 0, got {lr!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-    if stop_loss is not None and (isinstance(stop_loss, bool) or not isinstance(stop_loss, (int, float)) or stop_loss < 0):
-        raise ValueError(f"stop_loss must be None or a number >= 0, got {stop_loss!r}")
+    if stop_loss is not None and (isinstance(stop_loss, bool) or not isinstance(stop_loss, (int, float))
+                                  or not math.isfinite(stop_loss) or stop_loss < 0):
+        raise ValueError(f"stop_loss must be None or a finite number >= 0, got {stop_loss!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be None or an int, got {type(seed).__name__} ({seed!r})")
 
 def _check_target(eps_model, x_target):
     check_state("x_target", x_target)
@@ -131,6 +137,12 @@ def _check_target(eps_model, x_target):
     if shape is not None and tuple(x_target.shape[1:]) != tuple(shape):
         raise ValueError(f"x_target must have shape (B, *sample_shape) = (B, {', '.join(map(str, shape))}) for this model, "
                          f"got {tuple(x_target.shape)}")
+    if shape is not None and len(shape) == 3:                                    # an image model: data in [-1, 1]
+        lo, hi = float(x_target.min()), float(x_target.max())
+        if lo < -1 - 1e-3 or hi > 1 + 1e-3:
+            hint = " (0..255 pixels? use x / 127.5 - 1, or load_target)" if lo >= 0 and hi <= 255 else ""
+            raise ValueError(f"x_target must hold images in [-1, 1] like the model's training data, got values in "
+                             f"[{lo:g}, {hi:g}]{hint}")
 
 def deterministic(sched:DDIMSchedule) -> DDIMSchedule:
     "The same timesteps with η = 0 (the ODE that `ddim_invert` runs backwards)."
@@ -140,6 +152,8 @@ def _init_latent(eps_model, x_target, sched, init, generator):
     if torch.is_tensor(init):
         if init.shape != x_target.shape:
             raise ValueError(f"init tensor must have the shape of x_target {tuple(x_target.shape)}, got {tuple(init.shape)}")
+        if not init.is_floating_point() or not bool(torch.isfinite(init).all()):
+            raise ValueError("init tensor must be a finite floating tensor")
         return init.detach().to(x_target).clone()
     if init == "ode": return ddim_invert(eps_model, x_target, deterministic(sched))
     if init == "random":
@@ -151,6 +165,19 @@ def _init_latent(eps_model, x_target, sched, init, generator):
 DEQ_SOLVER = dict(solver="picard", max_iter=15, tol=1e-2)   # inversion defaults (the authors used tol 1e-2 too)
 IFT_SOLVER = dict(solver="picard")                           # adjoint of Eq. (19): Picard is exact in T products
 
+def _warn_unconverged(bad_fwd, bad_adj, epochs, skw, bkw, T):
+    "One warning for all epochs whose inner solves stopped at their round budget above the tolerance."
+    msgs = []
+    if bad_fwd:
+        msgs.append(f"the forward DEQ solve did not converge in {len(bad_fwd)} of {epochs} epochs (worst final residual "
+                    f"{max(bad_fwd):.1e} > tol {skw.get('tol')}, max_iter {skw.get('max_iter')}); their losses and gradients "
+                    f"use the solver's unconverged estimate of x_0. Raise it with solver_kwargs=dict(max_iter=...) "
+                    f"(Picard is exact after T + 1 = {T + 1} rounds)")
+    if bad_adj:
+        msgs.append(f"the IFT adjoint solve (Eq. 19) did not converge in {len(bad_adj)} of {epochs} epochs (worst final "
+                    f"residual {max(bad_adj):.1e}); raise it with backward_kwargs=dict(max_iter=...) or use solver='picard'")
+    if msgs: warnings.warn("invert: " + "; ".join(msgs), UserWarning, stacklevel=3)
+
 def invert(eps_model, x_target:torch.Tensor, sched:DDIMSchedule, *, method:str="deq", grad:str="phantom",
            tau:float=0.1, k:int=1, lr:float=0.01, epochs:int=400, stop_loss:float|None=None,
            noise:torch.Tensor|None=None, seed:int|None=None, init="ode", solver_kwargs:dict|None=None,
@@ -159,8 +186,10 @@ def invert(eps_model, x_target:torch.Tensor, sched:DDIMSchedule, *, method:str="
     """Find x_T whose DDIM sample is `x_target` (B, *dims): Algorithm 1 (`bptt`), Algorithm 2 (`deq`, `grad="phantom"`: Eq. 18;
     `grad="ift"`: Eq. 15/19), Algorithm 4 (η > 0 schedule, noises fixed), or DDIM ODE inversion (`ode`, no optimisation).
     Adam on x_T; the loss is Eq. (14) summed over the images; the best x_T of each image so far is kept and returned.
-    Stops early once every image's loss is <= `stop_loss` (or `callback(epoch, x_T, losses)` returns True)."""
-    _check_args(method, grad, tau, k, lr, epochs, stop_loss)
+    Stops early once every image's loss is <= `stop_loss` (or `callback(epoch, x_T, losses)` returns True).
+    If inner solves (the forward DEQ solve, or the IFT adjoint) do not converge, one `UserWarning` per call says in how
+    many epochs, the worst residual and how to raise `max_iter`."""
+    _check_args(method, grad, tau, k, lr, epochs, stop_loss, seed)
     check_schedule(sched); _check_target(eps_model, x_target)
     stochastic = bool((sched.sigma != 0).any())
     if method == "ode" and stochastic:
@@ -184,6 +213,7 @@ def invert(eps_model, x_target:torch.Tensor, sched:DDIMSchedule, *, method:str="
     best, best_loss = x_T.detach().clone(), torch.full((len(target),), math.inf, dtype=target.dtype, device=dev)
     best_epoch = torch.zeros(len(target), dtype=torch.long)
     losses, seconds, image_losses, rounds, xs_prev, stopped = [], [], [], [], None, False
+    bad_fwd, bad_adj = [], []                                                 # residuals of unconverged inner solves
     bar = tqdm(range(epochs), desc=f"invert ({method}{'/' + grad if method == 'deq' else ''})", disable=not progress)
     for epoch in bar:
         opt.zero_grad(set_to_none=True)
@@ -192,9 +222,12 @@ def invert(eps_model, x_target:torch.Tensor, sched:DDIMSchedule, *, method:str="
             l = image_loss(x_0, target); l.sum().backward()
         else:                                                                 # Algorithm 2 / 4
             init_xs = xs_prev if (warm_start and xs_prev is not None) else "x_T"
-            _, info = deq_sample(model, x_T.detach(), sched, noise=noise, init=init_xs, **skw)
+            with warnings.catch_warnings():                                   # counted here, reported once below
+                warnings.filterwarnings("ignore", message=r"(?i).*converg")
+                _, info = deq_sample(model, x_T.detach(), sched, noise=noise, init=init_xs, **skw)
             xs, xs_prev = info.xs, info.xs
             rounds.append(info.rounds)
+            if not info.converged: bad_fwd.append(float(info.residuals[-1]) if info.residuals else math.nan)
             if grad == "phantom":
                 with torch.enable_grad():
                     x_0 = phantom_step(model, xs, x_T, sched, noise, tau=tau, k=k)[0]
@@ -202,7 +235,8 @@ def invert(eps_model, x_target:torch.Tensor, sched:DDIMSchedule, *, method:str="
             else:
                 l = image_loss(xs[0], target)
                 g = torch.zeros_like(xs); g[0] = 2 * (xs[0] - target)        # ∂L/∂x*_0 of Eq. (14)
-                x_T.grad, _ = ift_grad(model, xs, x_T, sched, g, noise, **{**IFT_SOLVER, **(backward_kwargs or {})})
+                x_T.grad, bst = ift_grad(model, xs, x_T, sched, g, noise, **{**IFT_SOLVER, **(backward_kwargs or {})})
+                if not bst.converged: bad_adj.append(float(bst.residuals[-1]) if bst.residuals else math.nan)
         l = l.detach()
         better = l < best_loss
         best[better], best_loss[better], best_epoch[better.cpu()] = x_T.detach()[better], l[better], epoch
@@ -214,89 +248,7 @@ def invert(eps_model, x_target:torch.Tensor, sched:DDIMSchedule, *, method:str="
         bar.set_postfix(loss=f"{losses[-1]:.3g}")
         if stop: stopped = True; break
     bar.close()
+    _warn_unconverged(bad_fwd, bad_adj, len(losses), skw, {**IFT_SOLVER, **(backward_kwargs or {})}, len(sched))
     with torch.no_grad(): x_0 = ddim_sample(model, best, sched, noise)
     return InversionResult(best, x_0, losses, seconds, torch.stack(image_losses), best_epoch, image_loss(x_0, target),
                            method=method, grad=grad if method == "deq" else None, stopped_early=stopped, rounds=rounds, noise=noise)
-
-# %% ../nbs/08_inversion.ipynb #6e9f8cd9
-def _accepted(shape) -> str:
-    C, H, W = shape
-    kind = "grayscale" if C == 1 else "RGB" if C == 3 else f"{C}-channel"
-    img = f"a {H}x{W} {kind} image (PNG/JPEG)" if C in (1, 3) else "an image"
-    return f"{img} or a .npy/.pt tensor of shape ({C},{H},{W}) with values in [-1, 1], or the index of a held-out digit"
-
-def load_target(path_or_digit, sample_shape=(1, 16, 16)) -> torch.Tensor:
-    """A target image as a float32 tensor (1, C, H, W) in [-1, 1]: a PNG/JPEG (pixels 0…255), a .npy/.pt tensor of shape
-    (C, H, W) or (1, C, H, W) already in [-1, 1], or an int: that held-out digit of `digits_data(16, "test")`."""
-    shape = tuple(int(s) for s in sample_shape)
-    if len(shape) != 3: raise ValueError(f"sample_shape must be (C, H, W), got {sample_shape!r}")
-    C, H, W = shape
-    if isinstance(path_or_digit, (int, np.integer)) and not isinstance(path_or_digit, bool):
-        from deq_ddim_nb.toy import digits_data
-        x = digits_data(16, "test", torch.float32)[0]
-        i = int(path_or_digit)
-        if shape != (1, 16, 16):
-            raise ValueError(f"held-out digits are (1,16,16) images but the model's sample_shape is {shape}; pass an image file instead")
-        if not 0 <= i < len(x): raise ValueError(f"digit index must be in [0, {len(x) - 1}] (held-out digits), got {i}")
-        return x[i:i + 1].clone()
-    if not isinstance(path_or_digit, (str, os.PathLike)):
-        raise TypeError(f"target must be a path or an int (held-out digit index), got {type(path_or_digit).__name__}")
-    p = Path(path_or_digit).expanduser()
-    if not p.is_file(): raise FileNotFoundError(f"target image {str(p)!r} does not exist; expected {_accepted(shape)}")
-    suffix = p.suffix.lower()
-    if suffix in (".npy", ".pt", ".pth"):
-        try:
-            x = torch.from_numpy(np.load(p, allow_pickle=False)) if suffix == ".npy" else torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e: raise ValueError(f"could not read {p.name} as a tensor ({e}); expected {_accepted(shape)}") from None
-        if not torch.is_tensor(x) or not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int64, torch.int32)):
-            raise ValueError(f"{p.name} does not hold a numeric tensor; expected {_accepted(shape)}")
-        x = x.to(torch.float32)
-        if x.ndim == 4 and len(x) == 1: x = x[0]
-        if tuple(x.shape) != shape: raise ValueError(f"{p.name} holds a tensor of shape {tuple(x.shape)}; expected {_accepted(shape)}")
-        if not bool(torch.isfinite(x).all()) or x.abs().max() > 1 + 1e-3:
-            raise ValueError(f"{p.name} has values outside [-1, 1] (or non-finite); expected {_accepted(shape)}")
-        return x.clamp(-1, 1)[None]
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(p) as im: im.load(); mode, size, arr = im.mode, im.size, np.asarray(im)
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{p.name} is not a readable image ({type(e).__name__}); expected {_accepted(shape)}") from None
-    ok_modes = {1: ("L", "1", "I;16", "I"), 3: ("RGB",)}.get(C, ())
-    if mode not in ok_modes:
-        raise ValueError(f"{p.name} is a {mode} image with the wrong channels for this model; expected {_accepted(shape)}")
-    if size != (W, H): raise ValueError(f"{p.name} is {size[0]}x{size[1]} pixels; expected {_accepted(shape)}")
-    arr = arr.astype(np.float32)
-    top = 65535.0 if mode.startswith("I") else 1.0 if mode == "1" else 255.0
-    x = torch.from_numpy(arr / top * 2 - 1).reshape(H, W, -1).permute(2, 0, 1)          # (C, H, W) in [-1, 1]
-    return x[None].contiguous()
-
-def to_png(x:torch.Tensor, path) -> None:
-    "Write images (B, C, H, W) in [-1, 1] side by side as one PNG (grayscale for C = 1)."
-    from PIL import Image
-    x = x.detach().to("cpu", torch.float32).clamp(-1, 1)
-    u8 = ((x + 1) * 127.5).round().to(torch.uint8)                                     # (B, C, H, W)
-    grid = torch.cat(list(u8), dim=2).permute(1, 2, 0).numpy()                          # (H, B·W, C)
-    Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid).save(path, format="PNG")
-
-def save_inversion(out_dir, result:InversionResult, overwrite:bool=False) -> dict:
-    """Write `x_T.pt` (the latent) and `regenerated.png` (its DDIM sample) into `out_dir`, each via a temporary file and
-    `os.replace`, so a file is either the old one or complete. Refuses to overwrite unless `overwrite=True`."""
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"out_dir {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"x_T": out / "x_T.pt", "regenerated": out / "regenerated.png"}
-    there = [p.name for p in paths.values() if p.exists()]
-    if there and not overwrite:
-        raise FileExistsError(f"{', '.join(there)} already in {str(out)!r}; pass overwrite=True (CLI: --force) to replace")
-    writers = {"x_T": lambda f: torch.save(result.x_T.detach().cpu(), f), "regenerated": lambda f: to_png(result.x_0, f)}
-    tmps = {}
-    try:
-        for key, write in writers.items():                       # write both to temporaries first …
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{paths[key].name}.", suffix=".tmp")
-            os.close(fd); tmps[key] = tmp
-            write(tmp)
-        for key, tmp in tmps.items(): os.replace(tmp, paths[key])  # … then move them into place
-    finally:
-        for tmp in tmps.values():
-            if os.path.exists(tmp): os.remove(tmp)
-    return paths

@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .schedules import make_betas, make_abar
+from .schedules import make_betas, make_abar, DDIMSchedule
+from .io import read_json, check_sample_shape, check_noise_schedule   # config files: the files appendix
 from .toy import digits_data
 
 # %% auto #0
@@ -218,28 +219,37 @@ def save_model(model: UNet, stem, cfg: TrainConfig, history=(), name: str = "dig
 
 # %% ../nbs/06_digits_model.ipynb #5baa8ab4
 def _load_own(stem: Path, device="cpu", dtype=torch.float32, name: str | None = None) -> UNet:
-    "A `UNet` from `stem.safetensors` + `stem.json` (as written by `save_model`)."
+    """A `UNet` from `stem.safetensors` + `stem.json` (as written by `save_model`). Loads as trained or not at all:
+    a missing or unexpected weight, a broken JSON file, a bad `sample_shape` or noise schedule is a `ValueError`
+    naming the file and the keys."""
     from safetensors.torch import load_file
     wpath, cpath = stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"
     if not (wpath.is_file() and cpath.is_file()):
         raise ValueError(f"{wpath} needs its config {cpath.name} next to it (files written by save_model)")
-    try:
-        config = json.loads(cpath.read_text())
-        model = UNet(**config["unet"])
-        model.load_state_dict(load_file(str(wpath)))
-    except Exception as e:
-        raise ValueError(f"could not load a deq_ddim_nb UNet from {wpath} and {cpath.name}: {e}") from e
-    config["sample_shape"] = tuple(config["sample_shape"])
+    config = read_json(cpath, "model config")
+    if not isinstance(config.get("unet"), dict): raise ValueError(f"{cpath}: key 'unet' (the UNet arguments) is missing or not an object")
+    try: model = UNet(**config["unet"])
+    except (TypeError, ValueError) as e: raise ValueError(f"{cpath}: key 'unet' does not describe a UNet: {e}") from None
+    try: state = load_file(str(wpath))
+    except Exception as e: raise ValueError(f"could not read the weights {wpath}: {e}") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{wpath} does not match the UNet of {cpath.name}: missing weights {missing[:8]}"
+                         f"{' …' if len(missing) > 8 else ''}, unexpected weights {unexpected[:8]}")
+    config["sample_shape"] = check_sample_shape(config.get("sample_shape"), str(cpath), model.conv_in.in_channels)
+    config.update({k: v for k, v in check_noise_schedule(config, str(cpath)).items() if k != "prediction_type"})
+    if config.get("prediction_type", "epsilon") != "epsilon":
+        raise ValueError(f"{cpath}: key 'prediction_type' must be 'epsilon' for a deq_ddim_nb UNet, got {config['prediction_type']!r}")
     if name: config["name"] = name
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     model.config = config
     return model
 
 # %% ../nbs/06_digits_model.ipynb #40428cdc
-def _diffusers_abar(sc: dict) -> torch.Tensor:
-    "ᾱ `(n_train,)` float64 of a noise schedule read from a diffusers scheduler config."
-    if sc.get("trained_betas") is not None: return make_abar(torch.tensor(sc["trained_betas"], dtype=torch.float64))
-    return make_abar(make_betas(sc["n_train"], sc["beta_start"], sc["beta_end"], sc["beta_schedule"]))
+def _diffusers_abar(config: dict) -> torch.Tensor:
+    """ᾱ `(n_train,)` float64 of a model's noise schedule, computed by `DDIMSchedule.from_config` itself (T = n_train: every
+    training step), so the v / x̂_0 → ε conversion and the sampler's schedule use the same ᾱ (also for `trained_betas`)."""
+    return DDIMSchedule.from_config(config["n_train"], config).abar
 
 class DiffusersEps(nn.Module):
     "Adapter: a diffusers `UNet2DModel` as `eps_model(x, t) -> eps` (calls `unet(x, t).sample`)."
@@ -262,34 +272,44 @@ class DiffusersEps(nn.Module):
 
 # %% ../nbs/06_digits_model.ipynb #04e71896
 _EXPECTED = "config.json + diffusion_pytorch_model.safetensors (or .bin), as written by UNet2DModel.save_pretrained"
+_DIFFUSERS_KEYS = dict(n_train="num_train_timesteps")   # diffusers' names for the schedule keys
 
 def _load_diffusers(path: Path, device="cpu", dtype=torch.float32) -> DiffusersEps:
-    "A diffusers `UNet2DModel` directory (or a pipeline directory with `unet/`) as an eps_model."
+    """A diffusers `UNet2DModel` directory (or a pipeline directory with `unet/`) as an eps_model. Loads as trained or not
+    at all: missing, unexpected or mis-shaped weights, a broken `config.json` / `scheduler_config.json` or a bad sample
+    size are a `ValueError` naming the file and the keys."""
     unet_dir = next((d for d in (path, path / "unet") if (d / "config.json").is_file()), None)
     if unet_dir is None:
         raise ValueError(f"{path} is not a diffusers UNet2DModel directory: expected {_EXPECTED}, or a pipeline directory with unet/")
-    try: ucfg = json.loads((unet_dir / "config.json").read_text())
-    except Exception as e: raise ValueError(f"could not read {unet_dir / 'config.json'}: {e}") from e
+    ucfg = read_json(unet_dir / "config.json", "UNet config")
     if ucfg.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise ValueError(f"{unet_dir} holds a {ucfg.get('_class_name')}, expected a UNet2DModel (unconditional image model)")
-    if not any(unet_dir.glob("diffusion_pytorch_model*")):
-        raise ValueError(f"{unet_dir} has a config.json but no weights: expected {_EXPECTED}")
-    try: from diffusers import UNet2DModel
-    except ImportError as e:
-        raise ImportError("loading a diffusers model needs diffusers: pip install deq-ddim-nb[diffusers]") from e
-    try: unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True)
-    except Exception as e: raise ValueError(f"could not load a UNet2DModel from {unet_dir} (expected {_EXPECTED}): {e}") from e
+    weights = sorted(unet_dir.glob("diffusion_pytorch_model*"))
+    if not weights: raise ValueError(f"{unet_dir} has a config.json but no weights: expected {_EXPECTED}")
+    size = ucfg.get("sample_size")
+    size = [size, size] if isinstance(size, int) and not isinstance(size, bool) else size
+    in_ch = ucfg.get("in_channels", 3)
+    if isinstance(in_ch, bool) or not isinstance(in_ch, int) or in_ch < 1:
+        raise ValueError(f"{unet_dir / 'config.json'}: key 'in_channels' must be an int >= 1, got {in_ch!r}")
+    sample_shape = check_sample_shape([in_ch, *size] if isinstance(size, (list, tuple)) else size,
+                                      str(unet_dir / "config.json"), key="sample_size")   # before building anything
     # the noise schedule: scheduler_config.json here, in the parent, or in the parent's scheduler/
     scfg_path = next((p for p in (unet_dir / "scheduler_config.json", unet_dir.parent / "scheduler_config.json",
                                   unet_dir.parent / "scheduler" / "scheduler_config.json") if p.is_file()), None)
-    scfg = json.loads(scfg_path.read_text()) if scfg_path else {}
-    size = unet.config.sample_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    config = dict(name=str(path), source="diffusers", n_train=int(scfg.get("num_train_timesteps", 1000)),
-                  beta_start=float(scfg.get("beta_start", 1e-4)), beta_end=float(scfg.get("beta_end", 0.02)),
-                  beta_schedule=scfg.get("beta_schedule", "linear"), trained_betas=scfg.get("trained_betas"),
-                  prediction_type=scfg.get("prediction_type", "epsilon"),
-                  sample_shape=(unet.config.in_channels, *size),
+    scfg = read_json(scfg_path, "scheduler config") if scfg_path else {}
+    sched = check_noise_schedule(scfg, str(scfg_path or "the default schedule"), _DIFFUSERS_KEYS)
+    try: from diffusers import UNet2DModel
+    except ImportError as e:
+        raise ImportError("loading a diffusers model needs diffusers: pip install deq-ddim-nb[diffusers]") from e
+    try:
+        unet, info = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True, low_cpu_mem_usage=False,
+                                                 output_loading_info=True)
+    except Exception as e: raise ValueError(f"could not load a UNet2DModel from {unet_dir} (expected {_EXPECTED}): {e}") from e
+    bad = {k: list(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if any(bad.values()):   # diffusers would only log this and leave the missing weights at their random init
+        raise ValueError(f"{', '.join(w.name for w in weights)} in {unet_dir} does not match its config.json: "
+                         + "; ".join(f"{k.replace('_', ' ')} {v[:8]}{' …' if len(v) > 8 else ''}" for k, v in bad.items() if v))
+    config = dict(name=str(path), source="diffusers", **{k: v for k, v in sched.items()}, sample_shape=sample_shape,
                   scheduler_config=str(scfg_path) if scfg_path else None)
     unet = unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
     return DiffusersEps(unet, config).to(device).eval()

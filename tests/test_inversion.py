@@ -1,12 +1,11 @@
-"Model inversion (issue 4): exact vs phantom gradients, invert(), load_target / save_inversion."
+"Model inversion: exact vs phantom gradients, invert() and its errors (file I/O is tested in test_io.py)."
 import os
-import numpy as np
 import pytest
 import torch
 from conftest import rel, randn
 from deq_ddim_nb import inversion as inv
-from deq_ddim_nb.inversion import (InversionResult, ift_grad, image_loss, invert, load_target, phantom_step,
-                                   save_inversion)
+import warnings
+from deq_ddim_nb.inversion import InversionResult, ift_grad, image_loss, invert, phantom_step
 from deq_ddim_nb.schedules import DDIMSchedule
 from deq_ddim_nb.ddim import ddim_coeffs, ddim_invert, ddim_sample, draw_noise
 from deq_ddim_nb.deq import deq_map, deq_sample
@@ -185,6 +184,10 @@ def test_early_stopping(gm):
     (dict(k=1.5), "k .* >= 1"), (dict(lr=0.0), "lr must be"), (dict(lr=-1e-3), "lr must be"),
     (dict(epochs=0), "epochs must be"), (dict(stop_loss=-1.0), "stop_loss"), (dict(init="zeros"), "init must be"),
     (dict(init=torch.zeros(5, 2, dtype=torch.float64)), "init tensor"),
+    (dict(init=torch.full((2, 2), float("nan"), dtype=torch.float64)), "init tensor must be a finite"),
+    (dict(tau=float("nan")), r"tau .* \(0, 1\]"), (dict(lr=float("nan")), "lr must be"), (dict(lr=float("inf")), "lr must be"),
+    (dict(stop_loss=float("nan")), "stop_loss must be None or a finite"), (dict(stop_loss=float("inf")), "stop_loss"),
+    (dict(k=True), "k .* >= 1"), (dict(tau=True), "tau"),
 ])
 def test_bad_arguments(gm, kw, match):
     target = gm.sample(2, generator=torch.Generator().manual_seed(0))
@@ -199,97 +202,6 @@ def test_target_shape_must_match_model(gm):
         invert(gm, randn(2), DDIMSchedule.make(10), epochs=1, progress=False)
     with pytest.raises(TypeError, match="DDIMSchedule"):
         invert(gm, randn(2, 2), 10, epochs=1, progress=False)
-
-
-# --- load_target / save_inversion -------------------------------------------------------------------------------------
-
-def _png(path, size=(16, 16), mode="L"):
-    from PIL import Image
-    Image.new(mode, size, color=128 if mode == "L" else (10, 20, 30)).save(path)
-    return path
-
-
-def test_load_target_good_inputs(tmp_path):
-    x = load_target(0, (1, 16, 16))
-    assert x.shape == (1, 1, 16, 16) and x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
-    from deq_ddim_nb.toy import digits_data
-    torch.testing.assert_close(x, digits_data(16, "test", torch.float32)[0][:1])
-    p = load_target(_png(tmp_path / "a.png"), (1, 16, 16))
-    torch.testing.assert_close(p, torch.full((1, 1, 16, 16), 128 / 255 * 2 - 1))
-    np.save(tmp_path / "a.npy", x[0].numpy())
-    torch.testing.assert_close(load_target(tmp_path / "a.npy", (1, 16, 16)), x)
-    torch.save(x, tmp_path / "a.pt")
-    torch.testing.assert_close(load_target(str(tmp_path / "a.pt"), (1, 16, 16)), x)
-    assert load_target(_png(tmp_path / "c.png", (8, 8), "RGB"), (3, 8, 8)).shape == (1, 3, 8, 8)
-
-
-def test_load_target_bad_inputs(tmp_path):
-    accepted = r"16x16 grayscale image \(PNG/JPEG\) or a \.npy/\.pt tensor of shape \(1,16,16\)"
-    with pytest.raises(ValueError, match=r"20x16 pixels.*" + accepted):
-        load_target(_png(tmp_path / "big.png", (20, 16)), (1, 16, 16))
-    with pytest.raises(ValueError, match="RGB image with the wrong channels.*" + accepted):
-        load_target(_png(tmp_path / "rgb.png", mode="RGB"), (1, 16, 16))
-    (tmp_path / "junk.png").write_bytes(b"not an image at all")
-    with pytest.raises(ValueError, match="not a readable image.*" + accepted):
-        load_target(tmp_path / "junk.png", (1, 16, 16))
-    np.save(tmp_path / "shape.npy", np.zeros((2, 16, 16), np.float32))
-    with pytest.raises(ValueError, match=r"shape \(2, 16, 16\).*" + accepted):
-        load_target(tmp_path / "shape.npy", (1, 16, 16))
-    np.save(tmp_path / "range.npy", np.full((1, 16, 16), 200, np.float32))
-    with pytest.raises(ValueError, match=r"outside \[-1, 1\]"):
-        load_target(tmp_path / "range.npy", (1, 16, 16))
-    (tmp_path / "bad.npy").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="could not read"):
-        load_target(tmp_path / "bad.npy", (1, 16, 16))
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_target(tmp_path / "missing.png", (1, 16, 16))
-    with pytest.raises(ValueError, match=r"digit index must be in \[0, 179\]"):
-        load_target(10_000, (1, 16, 16))
-    with pytest.raises(ValueError, match="held-out digits are"):
-        load_target(3, (3, 32, 32))
-    with pytest.raises(TypeError, match="path or an int"):
-        load_target(2.5, (1, 16, 16))
-
-
-def _result(B=2):
-    x = torch.rand(B, 1, 16, 16) * 2 - 1
-    return InversionResult(x_T=torch.randn(B, 1, 16, 16), x_0=x, losses=[1.0], seconds=[0.1],
-                           image_losses=torch.ones(1, B), best_epoch=torch.zeros(B, dtype=torch.long),
-                           final_loss=torch.ones(B))
-
-
-def test_save_inversion_writes_and_refuses_overwrite(tmp_path):
-    from PIL import Image
-    r = _result()
-    paths = save_inversion(tmp_path / "out", r)
-    torch.testing.assert_close(torch.load(paths["x_T"], weights_only=True), r.x_T)
-    im = Image.open(paths["regenerated"])
-    assert im.mode == "L" and im.size == (32, 16)
-    with pytest.raises(FileExistsError, match="overwrite=True"):
-        save_inversion(tmp_path / "out", _result())
-    torch.testing.assert_close(torch.load(paths["x_T"], weights_only=True), r.x_T)    # untouched
-    r2 = _result()
-    save_inversion(tmp_path / "out", r2, overwrite=True)
-    torch.testing.assert_close(torch.load(paths["x_T"], weights_only=True), r2.x_T)
-
-
-def test_save_inversion_is_atomic(tmp_path, monkeypatch):
-    r = _result()
-    def boom(x, path):
-        with open(path, "wb") as f: f.write(b"half a PNG")
-        raise OSError("disk full")
-    monkeypatch.setattr(inv, "to_png", boom)
-    with pytest.raises(OSError, match="disk full"):
-        save_inversion(tmp_path, r)
-    assert sorted(os.listdir(tmp_path)) == []                                        # nothing half-written, no temporaries
-    monkeypatch.undo()
-    save_inversion(tmp_path, r)
-    old = torch.load(tmp_path / "x_T.pt", weights_only=True)
-    monkeypatch.setattr(inv, "to_png", boom)
-    with pytest.raises(OSError):
-        save_inversion(tmp_path, _result(), overwrite=True)
-    torch.testing.assert_close(torch.load(tmp_path / "x_T.pt", weights_only=True), old)   # old files intact
-    assert sorted(os.listdir(tmp_path)) == ["regenerated.png", "x_T.pt"]
 
 
 RESULTS = os.path.join(os.path.dirname(__file__), "..", "bench", "results")
@@ -310,3 +222,62 @@ def test_saved_table3_results_are_complete():
         assert len(r["min_loss"]) == len(r["mse"]) == B and len(r["x_0"]) == B
         assert len(r["losses"]) == len(r["seconds"]) == r["epochs"] and all(len(l) == B for l in r["losses"])
     assert {(r["lr"], r["grad"]) for r in tab["fig8"]} == {(lr, g) for lr in (0.001, 0.005, 0.01) for g in ("ift", "phantom")}
+
+
+# --- invert: image targets, unconverged inner solves -----------------------------------------------------------------
+class ImageEps:
+    "A stand-in image model (1, 4, 4): a fixed linear ε, so a solve and a gradient are cheap."
+    config = {"sample_shape": (1, 4, 4)}
+    def __call__(self, x, t): return 0.3 * x
+
+
+@pytest.mark.parametrize("bad,hint", [(200.0, "0..255 pixels"), (-3.0, "")])
+def test_image_targets_outside_unit_range_raise(bad, hint):
+    x = torch.zeros(2, 1, 4, 4, dtype=torch.float64); x[1, 0, 0, 0] = bad
+    with pytest.raises(ValueError, match=r"x_target must hold images in \[-1, 1\].*" + hint):
+        invert(ImageEps(), x, DDIMSchedule.make(5), epochs=1, progress=False)
+
+
+def test_image_target_in_range_and_non_finite():
+    x = torch.rand(2, 1, 4, 4, dtype=torch.float64) * 2 - 1
+    assert invert(ImageEps(), x, DDIMSchedule.make(5), epochs=2, progress=False).epochs == 2
+    x[0, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="x_target contains non-finite"):
+        invert(ImageEps(), x, DDIMSchedule.make(5), epochs=1, progress=False)
+
+
+def test_seed_must_be_an_int(gm):
+    with pytest.raises(TypeError, match="seed must be None or an int"):
+        invert(gm, randn(2, 2), DDIMSchedule.make(10), epochs=1, seed=1.5, progress=False)
+
+
+def test_unconverged_inner_solves_warn_once(gm):
+    s = DDIMSchedule.make(10)
+    target = gm.sample(2, generator=torch.Generator().manual_seed(16))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        invert(gm, target, s, epochs=4, seed=0, init="random", progress=False,
+               solver_kwargs=dict(solver="picard", max_iter=2, tol=1e-12))
+    msgs = [str(x.message) for x in w if issubclass(x.category, UserWarning)]
+    assert len(msgs) == 1, msgs                                                      # aggregated: one per invert call
+    assert "did not converge in 4 of 4 epochs" in msgs[0] and "max_iter" in msgs[0] and "worst final residual" in msgs[0]
+    with warnings.catch_warnings(record=True) as w:                                 # converged: silent
+        warnings.simplefilter("always")
+        invert(gm, target, s, epochs=3, seed=0, init="random", progress=False,
+               solver_kwargs=dict(solver="picard", max_iter=11, tol=1e-10))
+    assert not [x for x in w if "converge" in str(x.message)]
+
+
+def test_unconverged_adjoint_warns(gm):
+    s = DDIMSchedule.make(10)
+    target = gm.sample(2, generator=torch.Generator().manual_seed(17))
+    with pytest.warns(UserWarning, match=r"IFT adjoint solve \(Eq. 19\) did not converge in 2 of 2 epochs"):
+        invert(gm, target, s, grad="ift", epochs=2, seed=0, init="random", progress=False,
+               solver_kwargs=dict(solver="picard", max_iter=11, tol=1e-10),
+               backward_kwargs=dict(solver="picard", max_iter=2, tol=1e-12))
+
+
+def test_io_names_still_importable_from_inversion():
+    from deq_ddim_nb.inversion import load_target, save_inversion, to_png
+    from deq_ddim_nb import io
+    assert (load_target, save_inversion, to_png) == (io.load_target, io.save_inversion, io.to_png)

@@ -222,3 +222,148 @@ def test_diffusers_v_prediction_converted_to_eps(tmp_path):
     abar = DDIMSchedule.make(1000).abar.float()[t][:, None, None, None]
     # eps = sqrt(abar) v + sqrt(1 - abar) x_t
     assert torch.allclose(m(x, t), abar.sqrt() * v + (1 - abar).sqrt() * x, atol=1e-6)
+
+
+# ---------- checkpoints load as trained or not at all ----------
+def _tiny_own(tmp_path):
+    cfg = TrainConfig(unet=dict(in_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(), groups=4, heads=2))
+    torch.manual_seed(0)
+    save_model(UNet(**cfg.unet), tmp_path / "tiny", cfg, name="tiny")
+    return tmp_path / "tiny.safetensors", tmp_path / "tiny.json"
+
+
+def test_own_missing_weight_raises(tmp_path):
+    from safetensors.torch import load_file, save_file
+    w, _ = _tiny_own(tmp_path)
+    sd = load_file(str(w)); del sd["conv_out.bias"]; save_file(sd, str(w))
+    with pytest.raises(ValueError, match=r"tiny\.safetensors does not match .*missing weights \['conv_out.bias'\]"):
+        load_model(w)
+
+
+def test_own_unexpected_weight_raises(tmp_path):
+    from safetensors.torch import load_file, save_file
+    w, _ = _tiny_own(tmp_path)
+    sd = load_file(str(w)); sd["extra.weight"] = torch.zeros(3); save_file(sd, str(w))
+    with pytest.raises(ValueError, match=r"unexpected weights \['extra.weight'\]"):
+        load_model(w)
+
+
+def test_own_invalid_json_raises(tmp_path):
+    w, c = _tiny_own(tmp_path)
+    c.write_text(c.read_text()[:-20])
+    with pytest.raises(ValueError, match=r"tiny\.json' is not valid JSON"):
+        load_model(w)
+    c.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        load_model(w)
+
+
+@pytest.mark.parametrize("shape,match", [
+    (None, "'sample_shape' is missing"), ("abc", "must be a list of ints"), ([1, 16.5, 16], "must be a list of ints"),
+    ([1, -16, 16], "must hold positive sizes"), ([1, 10 ** 6, 10 ** 6], "values per sample, more than MAX_SAMPLE_NUMEL"),
+    ([3, 16, 16], "has 3 channels but the network takes in_channels = 1"), ([True, 16, 16], "must be a list of ints"),
+])
+def test_own_bad_sample_shape_raises(tmp_path, shape, match):
+    w, c = _tiny_own(tmp_path)
+    cfg = json.loads(c.read_text())
+    if shape is None: del cfg["sample_shape"]
+    else: cfg["sample_shape"] = shape
+    c.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=re.escape(str(c)) + ".*" + match):
+        load_model(w)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("n_train", "1000", "'n_train' must be an int"), ("n_train", 0, "'n_train' must be an int"),
+    ("beta_start", "small", "'beta_start' must be a number in \\(0, 1\\)"), ("beta_end", 2.0, "'beta_end' must be a number"),
+    ("beta_start", 0.5, "'beta_start' = 0.5 must be <= 'beta_end'"), ("beta_schedule", "cosine", "'beta_schedule' must be one of"),
+    ("prediction_type", "v_prediction", "'prediction_type' must be 'epsilon'"), ("unet", [1], "'unet'"),
+])
+def test_own_bad_schedule_keys_raise(tmp_path, key, value, match):
+    w, c = _tiny_own(tmp_path)
+    cfg = json.loads(c.read_text()); cfg[key] = value
+    c.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=re.escape(str(c)) + ".*" + match):
+        load_model(w)
+
+
+def test_shipped_loader_checks_its_json(tmp_path, monkeypatch):
+    "The shipped model goes through the same checks: a corrupted shipped json is a clear error, not a KeyError."
+    import shutil
+    from deq_ddim_nb import models
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(models._assets_dir() / f"digits_unet{suffix}", tmp_path / f"digits_unet{suffix}")
+    cfg = json.loads((tmp_path / "digits_unet.json").read_text()); del cfg["sample_shape"]
+    (tmp_path / "digits_unet.json").write_text(json.dumps(cfg))
+    monkeypatch.setattr(models, "_assets_dir", lambda: tmp_path)
+    with pytest.raises(ValueError, match="digits_unet.json.*'sample_shape' is missing"):
+        load_model("digits")
+
+
+def test_diffusers_missing_weight_raises(tmp_path):
+    pytest.importorskip("diffusers")
+    from safetensors.torch import load_file, save_file
+    _tiny_unet().save_pretrained(tmp_path)
+    f = tmp_path / "diffusion_pytorch_model.safetensors"
+    sd = load_file(str(f)); del sd["conv_norm_out.weight"]; save_file(sd, str(f))
+    with pytest.raises(ValueError, match=r"diffusion_pytorch_model\.safetensors in .* does not match its config\.json: "
+                                         r"missing keys \['conv_norm_out\.weight'\]"):
+        load_model(tmp_path)
+
+
+def test_diffusers_unexpected_weight_raises(tmp_path):
+    pytest.importorskip("diffusers")
+    from safetensors.torch import load_file, save_file
+    _tiny_unet().save_pretrained(tmp_path)
+    f = tmp_path / "diffusion_pytorch_model.safetensors"
+    sd = load_file(str(f)); sd["extra.weight"] = torch.zeros(2); save_file(sd, str(f))
+    with pytest.raises(ValueError, match=r"unexpected keys \['extra\.weight'\]"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("size,match", [(None, "'sample_size' is missing"), (-8, "positive sizes"),
+                                        ([100000, 100000], "MAX_SAMPLE_NUMEL"), ("8", "must be a list of ints")])
+def test_diffusers_bad_sample_size_raises(tmp_path, size, match):
+    pytest.importorskip("diffusers")
+    _tiny_unet().save_pretrained(tmp_path)
+    c = tmp_path / "config.json"
+    cfg = json.loads(c.read_text()); cfg["sample_size"] = size
+    c.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=re.escape(str(c)) + ".*" + match):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("text,match", [
+    ('{"num_train_timesteps": 1000,', "is not valid JSON"),
+    ('{"num_train_timesteps": "1000"}', "'num_train_timesteps' must be an int"),
+    ('{"beta_start": "0.0001"}', "'beta_start' must be a number in \\(0, 1\\)"),
+    ('{"beta_schedule": 5}', "'beta_schedule' must be one of"),
+    ('{"prediction_type": "noise"}', "'prediction_type' must be one of"),
+    ('{"num_train_timesteps": 3, "trained_betas": [0.1, 0.2]}', "'trained_betas' must be a list of 3 numbers"),
+    ('{"num_train_timesteps": 2, "trained_betas": [0.1, "x"]}', "'trained_betas' must be a list of 2 numbers"),
+])
+def test_diffusers_broken_scheduler_config_raises(tmp_path, text, match):
+    pytest.importorskip("diffusers")
+    _tiny_unet().save_pretrained(tmp_path)
+    (tmp_path / "scheduler_config.json").write_text(text)
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "scheduler_config.json")) + ".*" + match):
+        load_model(tmp_path)
+
+
+def test_v_prediction_uses_the_schedules_abar_with_trained_betas(tmp_path):
+    "The v → ε conversion and DDIMSchedule.from_config use the same ᾱ, also for explicit trained_betas."
+    diffusers = pytest.importorskip("diffusers")
+    unet = _tiny_unet().eval()
+    unet.save_pretrained(tmp_path)
+    betas = torch.linspace(2e-4, 0.03, 200, dtype=torch.float64) ** 1.1
+    diffusers.DDIMScheduler(num_train_timesteps=200, trained_betas=betas.tolist(),
+                            prediction_type="v_prediction").save_pretrained(tmp_path)
+    m = load_model(tmp_path)
+    abar = torch.cumprod(1 - betas, 0)
+    sched = DDIMSchedule.from_config(200, m.config)
+    torch.testing.assert_close(m.abar, sched.abar)                                 # one ᾱ for both
+    torch.testing.assert_close(m.abar, abar)                                       # and it is the trained_betas' one
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 150])
+    with torch.no_grad(): v = unet(x, t).sample
+    a = abar.float()[t][:, None, None, None]
+    torch.testing.assert_close(m(x, t), a.sqrt() * v + (1 - a).sqrt() * x)
