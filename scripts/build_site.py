@@ -8,8 +8,11 @@
 
 Every notebook in nbs/ (except scratch `_*.ipynb`) becomes a page; the navigation has the same sections as the sidebar.
 Notebooks are copied to build/site_src/ and adapted there, as nbdev's docs would show them: `#| hide` cells are dropped,
-directive lines removed, `#| code-fold: true` cells folded, widget outputs replaced by a note (the static figures next to
-them show the same), links to `*.ipynb` pointed at the pages. MathJax is copied from the jupyter-server-mathjax package.
+directive lines removed, `#| code-fold: true` cells and long `#| export` cells tagged for folding (site/hooks.py folds
+them, code and outputs, and removes the execution prompts), widget outputs replaced by a note (the static figures next
+to them show the same), links to `*.ipynb` pointed at the pages. Appendix notebooks (numbered 90 and up) form the last
+section. MathJax is copied from the jupyter-server-mathjax package; site/hooks.py also writes print.html (the whole
+course on one page, every fold open).
 """
 from __future__ import annotations
 import argparse
@@ -32,7 +35,9 @@ SECTIONS = [
     ("Scale and performance", ["06", "07", "09"]),
     ("Explore", ["10", "11", "course_guide"]),
 ]
+APPENDIX = "Appendix"  # notebooks numbered 90 and up (plumbing: checks, file I/O, benchmarks, classroom kit)
 OTHER = "More"        # notebooks that exist but are in no section above still get a page
+FOLD_EXPORT_LINES = 15   # `#| export` cells longer than this are folded, as nbdev's docs show plumbing
 
 
 def notebooks(nbs: Path = NBS) -> list[Path]:
@@ -52,6 +57,8 @@ def sections(nbs: Path = NBS) -> list[tuple[str, list[Path]]]:
         group = [p for k in keys for p in files if _key(p) == k]
         seen.update(group)
         if group: out.append((name, group))
+    appendix = [p for p in files if p not in seen and _key(p).isdigit() and int(_key(p)) >= 90]
+    if appendix: out.append((APPENDIX, appendix)); seen.update(appendix)
     rest = [p for p in files if p not in seen]
     if rest: out.append((OTHER, rest))
     return out
@@ -111,6 +118,8 @@ def adapt(nb: dict) -> dict:
         tags = list(c.get("metadata", {}).get("tags", []))
         if str(d.get("code-fold", "")).lower() in ("true", "show"): tags.append("code-fold")
         if str(d.get("echo", "")).lower() == "false": tags.append("remove_input")
+        if ({"export", "exports", "exporti"} & set(d) and "code-fold" not in tags
+                and len(code.splitlines()) > FOLD_EXPORT_LINES): tags.append("fold-export")
         if str(d.get("output", "")).lower() == "false": c["outputs"] = []
         outs = []
         for o in c.get("outputs", []):
@@ -155,8 +164,14 @@ def stage(src_dir: Path, nbs: Path = NBS) -> dict:
     shutil.copytree(mathjax_dir(), mj, ignore=shutil.ignore_patterns("localization", "*.py", "__pycache__"))
     (mj / "config" / "local").mkdir(exist_ok=True)
     shutil.copy(SITE_CFG / "mathjax-local.js", mj / "config" / "local" / "deq.js")
+    (docs / "print.md").write_text("# The whole course on one page\n\nEvery page of the course, in reading order, with "
+                                   "every folded cell open. It is assembled when the site is built.\n")
     cfg = yaml.safe_load((SITE_CFG / "mkdocs.yml").read_text())
     cfg["nav"] = nav
+    cfg["hooks"] = [str(SITE_CFG / "hooks.py")]
+    for pl in cfg["plugins"]:      # converted notebooks are cached by content: a rebuild only converts what changed
+        if isinstance(pl, dict) and "mkdocs-jupyter" in pl:
+            pl["mkdocs-jupyter"]["cache_dir"] = str(ROOT / "build" / "mkdocs-jupyter-cache")
     return cfg
 
 

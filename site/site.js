@@ -1,14 +1,12 @@
-// Fold the code of cells marked `#| code-fold: true` (exercise solutions): scripts/build_site.py tags them
-// "code-fold" and nbconvert turns tags into the class "celltag_code-fold".
-document.addEventListener("DOMContentLoaded", function () {
-  document.querySelectorAll(".celltag_code-fold .jp-Cell-inputWrapper").forEach(function (inp) {
-    if (inp.closest("details")) return;
-    var d = document.createElement("details");
-    d.className = "deq-fold";
-    var s = document.createElement("summary");
-    s.textContent = "Show the solution code";
-    inp.parentNode.insertBefore(d, inp);
-    d.appendChild(s);
-    d.appendChild(inp);
+// Folds are built into the pages (site/hooks.py). For paper: open every fold before printing, restore afterwards.
+(function () {
+  var opened = [];
+  window.addEventListener("beforeprint", function () {
+    opened = Array.from(document.querySelectorAll("details:not([open])"));
+    opened.forEach(function (d) { d.open = true; });
   });
-});
+  window.addEventListener("afterprint", function () {
+    opened.forEach(function (d) { d.open = false; });
+    opened = [];
+  });
+})();
