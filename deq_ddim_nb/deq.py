@@ -1,4 +1,4 @@
-"""The map h̃ of Eq. (11) for all T states in one batched model call, the proof by computation that the sequential DDIM trajectory is its fixed point, and `deq_sample`: DEQ-DDIM and DEQ-sDDIM solved by Anderson acceleration.
+"""Why one shared state is not enough (§3), the map h̃ of Eq. (11) over all T states in one batched model call, Eqs. (12), (13) and (17) as root-finding problems, and `deq_sample`: DEQ-DDIM and DEQ-sDDIM with a round budget that never hands back an unconverged sample without a warning.
 
 Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/fixed_point.html.md"""
 
@@ -9,15 +9,19 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from .schedules import DDIMSchedule
-from .ddim import call_eps, check_noise, check_sample_shape, check_schedule, check_state, ddim_coeffs, draw_noise
-from .solvers import SolverStats, get_solver
+from .checks import call_eps, check_noise, check_sample_shape, check_schedule, check_state
+from .ddim import ddim_coeffs, draw_noise
+from .solvers import SolverStats, chain_slopes, get_solver
 
 # %% auto #0
-__all__ = ['INITS', 'DEQ_ANDERSON', 'deq_update', 'deq_eps', 'deq_map', 'DEQInfo', 'init_trajectory', 'ShardedEps', 'deq_sample']
+__all__ = ['INITS', 'DEQ_ANDERSON', 'AUTO_BUDGET', 'deq_update', 'deq_eps', 'deq_map', 'DEQInfo', 'round_budget',
+           'init_trajectory', 'ShardedEps', 'ChunkedEps', 'deq_sample']
 
 # %% ../nbs/04_fixed_point.ipynb #989f9418
 def deq_update(eps:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, noise:torch.Tensor|None=None) -> torch.Tensor:
@@ -56,6 +60,9 @@ def deq_map(eps_model, xs:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, no
 INITS = ("x_T", "zeros")
 # deq_sample's Anderson defaults for the DDIM map; selected on validation seeds by bench/anderson_sweep.py
 DEQ_ANDERSON = dict(group_dims=(0, 1), triangular=True, restart=1.0, restart_after=3, lam=1e-6, mixing=0.9)
+# the automatic round budget (max_iter=None): base + per_eta·η + per_doubling·log2(B) Anderson rounds;
+# chosen on validation seeds 100-102 of the shipped digits UNet and checked on seeds 0-7 by bench/default_budget.py
+AUTO_BUDGET = dict(base=25, per_eta=20, per_doubling=5)
 
 @dataclass
 class DEQInfo:
@@ -68,9 +75,20 @@ class DEQInfo:
     diverged: bool
     seconds: float
     stats: SolverStats
+    solver: str = "anderson"      # the solver that ran ("auto" resolved)
+    max_iter: int = 0             # the round budget it had
     def __repr__(self):
-        return (f"DEQInfo(rounds={self.rounds}, nfe={self.nfe}, converged={self.converged}, diverged={self.diverged}, "
-                f"final residual={self.residuals[-1]:.2e}, seconds={self.seconds:.3f})")
+        return (f"DEQInfo(solver={self.solver}, rounds={self.rounds}/{self.max_iter}, nfe={self.nfe}, converged={self.converged}, "
+                f"diverged={self.diverged}, final residual={self.residuals[-1]:.2e}, seconds={self.seconds:.3f})")
+
+def round_budget(T:int, batch:int=1, eta:float=0.0, solver="auto") -> tuple:
+    """(solver, max_iter) that `deq_sample` uses when `max_iter=None`. Anderson gets
+    ⌈25 + 20 η + 5 log2(batch)⌉ rounds (the worst state of the worst image decides, so more images need more rounds).
+    `solver="auto"` takes Picard with T + 1 rounds instead whenever that is no more: from any start, T Picard rounds give
+    the exact sequential trajectory (the Jacobian of Eq. 11 is strictly triangular) and round T + 1 confirms it."""
+    n = math.ceil(AUTO_BUDGET["base"] + AUTO_BUDGET["per_eta"] * eta + AUTO_BUDGET["per_doubling"] * math.log2(max(batch, 1)))
+    if solver == "picard" or (solver == "auto" and T + 1 <= n): return "picard", T + 1
+    return ("anderson" if solver == "auto" else solver), n
 
 def init_trajectory(x_T:torch.Tensor, T:int, init="x_T") -> torch.Tensor:
     "Initial x_0 … x_{T-1}: all x_T (the paper), all zeros, or a given tensor (T, *x_T.shape)."
@@ -78,13 +96,15 @@ def init_trajectory(x_T:torch.Tensor, T:int, init="x_T") -> torch.Tensor:
         if tuple(init.shape) != (T, *x_T.shape):
             raise ValueError(f"init tensor must have shape (T, *x_T.shape) = {(T, *x_T.shape)}, got {tuple(init.shape)}")
         return init.to(device=x_T.device, dtype=x_T.dtype).clone()
-    if init == "x_T": return x_T.expand(T, *x_T.shape).clone()
-    if init == "zeros": return torch.zeros((T, *x_T.shape), dtype=x_T.dtype, device=x_T.device)
+    if isinstance(init, str) and init == "x_T": return x_T.expand(T, *x_T.shape).clone()
+    if isinstance(init, str) and init == "zeros": return torch.zeros((T, *x_T.shape), dtype=x_T.dtype, device=x_T.device)
     raise ValueError(f"init must be one of {INITS} or a tensor of shape (T, *x_T.shape), got {init!r}")
 
 class ShardedEps:
     "Split each batched model call across `devices` (one replica of an nn.Module per device), gather on the input's device."
     def __init__(self, eps_model, devices):
+        if isinstance(devices, (str, torch.device)) or not isinstance(devices, (list, tuple)):
+            raise TypeError(f"devices must be a list of devices such as ['cuda:0', 'cuda:1'], got {type(devices).__name__} {devices!r}")
         devices = [torch.device(d) for d in devices]
         if not devices: raise ValueError("devices must be a non-empty list of devices")
         self.devices = devices
@@ -92,28 +112,69 @@ class ShardedEps:
             self.replicas = [copy.deepcopy(eps_model).to(d) for d in devices]
         else:
             self.replicas = [eps_model] * len(devices)
+        if hasattr(eps_model, "config"): self.config = eps_model.config
     def __call__(self, x, t):
         xc, tc = x.tensor_split(len(self.devices)), t.tensor_split(len(self.devices))
         outs = [m(xi.to(d), ti.to(d)) for m, d, xi, ti in zip(self.replicas, self.devices, xc, tc) if len(xi)]
         return torch.cat([o.to(x.device) for o in outs])
 
-def deq_sample(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, *, solver="anderson", max_iter:int=15,
-               tol:float=1e-3, m:int=5, init="x_T", noise:torch.Tensor|None=None, devices=None,
+class ChunkedEps:
+    "Evaluate `eps_model` on at most `max_batch` states per call, chunk after chunk: the same ε, with peak memory set by `max_batch`, not T·B."
+    def __init__(self, eps_model, max_batch:int):
+        if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
+            raise (ValueError if isinstance(max_batch, (int, np.integer)) and not isinstance(max_batch, bool) else TypeError)(
+                f"max_batch must be an int >= 1 or None, got {max_batch!r}")
+        self.eps_model, self.max_batch = eps_model, int(max_batch)
+        if hasattr(eps_model, "config"): self.config = eps_model.config
+    def __call__(self, x, t):
+        if len(x) <= self.max_batch: return self.eps_model(x, t)
+        return torch.cat([self.eps_model(xi, ti) for xi, ti in zip(x.split(self.max_batch), t.split(self.max_batch))])
+
+def _as_int(name, v, lo):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"{name} must be an int >= {lo}, got {v!r}")
+    if v < lo: raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    return int(v)
+
+def _as_tol(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)): raise TypeError(f"tol must be a number > 0, got {v!r}")
+    if not (math.isfinite(v) and v > 0): raise ValueError(f"tol must be a number > 0, got {v!r}")
+    return float(v)
+
+def deq_sample(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, *, solver="auto", max_iter:int|None=None,
+               tol:float=1e-3, m:int=5, init="x_T", noise:torch.Tensor|None=None, devices=None, max_batch:int|None=None,
                stop_mode:str="rel", generator:torch.Generator|None=None, progress:bool=False,
                callback=None, check:bool=True, **solver_kwargs):
-    "DEQ-DDIM (η = 0) / DEQ-sDDIM (η > 0): solve Eq. (12)/(13) for all states at once. Returns (x_0, DEQInfo)."
+    """DEQ-DDIM (η = 0) / DEQ-sDDIM (η > 0): solve Eq. (12)/(13) for all states at once. Returns (x_0, DEQInfo).
+
+    Stops when the relative residual of every state of every image is below `tol`. `max_iter=None` takes the automatic
+    budget of `round_budget`: Anderson (`DEQ_ANDERSON`) with ⌈25 + 20 η + 5 log2(B)⌉ rounds, or, for chains short enough
+    that T + 1 rounds fit in that, Picard with T + 1 rounds (exact). `solver="auto"` is Anderson whenever `max_iter` is
+    given. An unconverged result warns (UserWarning) with the rounds, the final residual and how to raise the budget.
+    `devices`: a list of devices to split each round's T·B states across; `max_batch`: at most this many states per
+    model call (same result, peak memory bounded independently of T)."""
     check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T)
-    T = len(sched)
+    T, B = len(sched), len(x_T)
+    tol, m = _as_tol(tol), _as_int("m", m, 1)
     noise = check_noise(noise, T, x_T)
-    if noise is None and bool((sched.sigma != 0).any()): noise = draw_noise(sched, x_T, generator)
+    stochastic = bool((sched.sigma != 0).any())
+    if noise is None and stochastic: noise = draw_noise(sched, x_T, generator)
+    if max_iter is None:
+        solver, max_iter = round_budget(T, B, float(sched.eta) if stochastic else 0.0, solver if solver != "auto" or not solver_kwargs else "anderson")
+    else:
+        max_iter = _as_int("max_iter", max_iter, 1)
+        if isinstance(solver, str) and solver == "auto": solver = "anderson"
     solve = get_solver(solver)
     if solver == "anderson":
         solver_kwargs.setdefault("group_dims", DEQ_ANDERSON["group_dims"])
         solver_kwargs.setdefault("triangular", solver_kwargs["group_dims"][:1] == (0,))   # needs the states first
         for k, v in DEQ_ANDERSON.items(): solver_kwargs.setdefault(k, v)
+    if solver == "chain_newton":      # quasi-Newton on the chain (solvers.chain_newton): step ratios and slopes from the schedule
+        ratio, slope = chain_slopes(*(v.to(x_T.device, x_T.dtype) for v in (sched.abar, sched.abar_prev, sched.sigma)))
+        solver_kwargs.setdefault("ratio", ratio); solver_kwargs.setdefault("slope", slope)
     if solver == "broyden": solver_kwargs.setdefault("group_dims", (1,))
     if solver in ("anderson", "broyden"): solver_kwargs["m"] = m
     model = ShardedEps(eps_model, devices) if devices is not None else eps_model
+    if max_batch is not None: model = ChunkedEps(model, max_batch)
     z0 = init_trajectory(x_T, T, init)
     bar = tqdm(total=max_iter, desc=f"DEQ ({solver})", disable=not progress, leave=False)
     def cb(k, z, fz, res):
@@ -125,6 +186,13 @@ def deq_sample(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, *, solver="ander
         # stop when every state of every image has converged (sample_dim=(0, 1) on the (T, B, ...) trajectory)
         xs, stats = solve(f, z0, max_iter=max_iter, tol=tol, stop_mode=stop_mode, sample_dim=(0, 1), callback=cb, **solver_kwargs)
     bar.close()
+    name = solver if isinstance(solver, str) else getattr(solver, "__name__", "custom")
     info = DEQInfo(xs=xs, residuals=stats.residuals, rounds=stats.nfe, nfe=stats.nfe * T, converged=stats.converged,
-                   diverged=stats.diverged, seconds=time.perf_counter() - t0, stats=stats)
+                   diverged=stats.diverged, seconds=time.perf_counter() - t0, stats=stats, solver=name, max_iter=max_iter)
+    if not info.converged:
+        res = info.residuals[-1] if info.residuals else math.nan
+        warnings.warn(f"deq_sample did not converge{' (its residual grew: diverged)' if info.diverged else ''}: {info.rounds} of "
+                      f"max_iter={max_iter} rounds ({name}), final {stop_mode} residual {res:.2e} > tol={tol:g} (worst state). "
+                      f"x_0 may differ from the sequential sample: raise the budget with max_iter= (e.g. max_iter={2 * max_iter}), "
+                      f"or use solver='picard', max_iter={T + 1}, which is exact after T = {T} rounds.", UserWarning, stacklevel=2)
     return xs[0], info
