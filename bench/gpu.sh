@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# GPU check and timing (under 5 minutes on one GPU): correctness of DEQ-DDIM against sequential DDIM, then wall time of
-# DDIM vs DEQ single-image sampling at T = 100 and 1000 with the digits UNet and a random 32x32 diffusers UNet2DModel,
-# and the torch.distributed check on the visible GPUs (NCCL) when there are two or more. The table is printed last.
+# GPU check and timing: correctness of DEQ-DDIM against sequential DDIM, then the wall-clock table of
+# sequential DDIM vs DEQ at T = 100 and 1000, batches of 1 and 16 images, on one GPU and on all visible GPUs, with the
+# digits UNet and a random 32x32 diffusers UNet2DModel,
+# and the torch.distributed check on the visible GPUs (NCCL) when there are two or more. The table is printed last and
+# written to bench/results/gpu_speed.txt.
 #   bash bench/gpu.sh            (from the repository root; PYTHON=... to choose the interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +16,4 @@ NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
 if [ "$NGPU" -ge 2 ]; then
   timeout 120 "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 bench/torchrun_check.py --device cuda
 fi
-timeout 240 "$PY" bench/gpu_bench.py --device cuda "$@"
+timeout 900 "$PY" bench/gpu_bench.py --device cuda "$@" | tee bench/results/gpu_speed.txt

@@ -1,17 +1,19 @@
-"""GPU check and timing: sequential DDIM vs DEQ-DDIM for one image at T in {100, 1000}.
+"""GPU check and timing: sequential DDIM vs DEQ-DDIM at T in {100, 1000}, batches of 1 and 16, one GPU and all GPUs.
 
     python bench/gpu_bench.py                       # on a CUDA machine (what bench/gpu.sh runs)
-    python bench/gpu_bench.py --device cpu --quick  # tiny sizes, checks the script itself on a CPU
+    python bench/gpu_bench.py --device cpu --quick  # tiny sizes, checks the script itself on a CPU (2 "devices": cpu, cpu)
 
 Models: the shipped digits UNet (16x16) and a 32x32 diffusers UNet2DModel built here with random weights (no download).
-For each: correctness (DEQ x_0 vs the sequential x_0, relative), then median wall times of DDIM and of DEQ
-(triangular Anderson, stopped at relative residual 1e-3) and their ratio. The table is printed last.
+For each T, batch and device set: correctness (DEQ x_0 vs the sequential x_0, relative), then median wall times of
+sequential DDIM (on one device) and of DEQ (`deq_sample`'s defaults, each round split over the device set with
+`devices=`, at most --max-batch states per call) and their ratio. The table is printed last.
 """
 import argparse
 import os
 import statistics
 import sys
 import time
+import warnings
 
 import torch
 
@@ -43,10 +45,12 @@ def random_diffusers_unet(size, device, dtype):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
-    p.add_argument("--quick", action="store_true", help="T in {10, 20}, one repeat, a 16x16 diffusers model")
+    p.add_argument("--quick", action="store_true", help="T in {10, 20}, batches 1 and 2, one repeat, a 16x16 diffusers model")
     p.add_argument("--T", nargs="+", type=int)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--max-iter", type=int, default=30)
+    p.add_argument("--batches", nargs="+", type=int, help="images per batch (default 1 16)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--max-iter", type=int, default=None, help="DEQ round budget (default: deq_sample's)")
+    p.add_argument("--max-batch", type=int, default=4096, help="at most this many states per model call")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("gpu_bench: error: --device cuda but torch.cuda.is_available() is False (use --device cpu --quick to test the script)")
@@ -56,32 +60,40 @@ def main(argv=None):
     from deq_ddim_nb.ddim import ddim_sample
     from deq_ddim_nb.deq import deq_sample
     from deq_ddim_nb.models import load_model
-    from deq_ddim_nb.parallel import batch_efficiency
     device = torch.device(args.device)
     Ts = args.T or ((10, 20) if args.quick else (100, 1000))
+    batches = args.batches or ((1, 2) if args.quick else (1, 16))
     repeats = 1 if args.quick else args.repeats
+    if device.type == "cuda":
+        n = torch.cuda.device_count()
+        device_sets = [("1 GPU", [device])] + ([(f"{n} GPUs", [f"cuda:{i}" for i in range(n)])] if n >= 2 else [])
+    else:                                                # exercises the split on a CPU
+        device_sets = [("1 device", [device]), ("2 devices", [device, device])]
     models = {"digits UNet 16x16": load_model("digits", device=device),
               "diffusers UNet2DModel": random_diffusers_unet(16 if args.quick else 32, device, torch.float32)}
     rows, failures = [], []
     for name, model in models.items():
-        eff = {e["batch"]: e["ms_per_state"] for e in batch_efficiency(model, (1, *Ts), repeats=repeats, device=device)}
         for T in Ts:
             sched = DDIMSchedule.from_config(T, model.config, dtype=torch.float32)
-            x_T = torch.randn((1, *model.config["sample_shape"]), generator=torch.Generator().manual_seed(0)).to(device)
-            with torch.no_grad():
-                ref, t_ddim = timed(lambda: ddim_sample(model, x_T, sched), device, repeats)
-                (x0, info), t_deq = timed(lambda: deq_sample(model, x_T, sched, max_iter=args.max_iter), device, repeats)
-            err = float(torch.linalg.vector_norm(x0 - ref) / torch.linalg.vector_norm(ref))
-            # a stop at residual 1e-3 leaves x_0 within about 1e-2 of the sequential sample; random weights may not converge
-            ok = bool(torch.isfinite(x0).all()) and (err < 2e-2 or "random" in model.config["name"])   # random weights: timing only
-            if not ok: failures.append(f"{name} T={T}: rel. error {err:.1e}")
-            rows.append((name, T, info.rounds, err, t_ddim, t_deq, t_deq / t_ddim,
-                         eff[T] / eff[1]))
+            for B in batches:
+                x_T = torch.randn((B, *model.config["sample_shape"]), generator=torch.Generator().manual_seed(0)).to(device)
+                with torch.no_grad():
+                    ref, t_ddim = timed(lambda: ddim_sample(model, x_T, sched), device, repeats)
+                for label, devs in device_sets:
+                    with torch.no_grad(), warnings.catch_warnings(record=True) as warned:
+                        warnings.simplefilter("always")
+                        (x0, info), t_deq = timed(lambda: deq_sample(model, x_T, sched, max_iter=args.max_iter, devices=devs,
+                                                                     max_batch=args.max_batch), device, repeats)
+                    err = float(torch.linalg.vector_norm(x0 - ref) / torch.linalg.vector_norm(ref))
+                    # random weights may not converge: timing only for them
+                    ok = bool(torch.isfinite(x0).all()) and (err < 2e-2 or "random" in model.config["name"])
+                    if not ok: failures.append(f"{name} T={T} B={B} {label}: rel. error {err:.1e}")
+                    rows.append((name, T, B, label, info.rounds, info.converged, err, t_ddim, t_deq, t_deq / t_ddim))
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"\nDDIM vs DEQ-DDIM, one image, float32, {dev}, median of {repeats} run(s)")
-    print(f"{'model':24s} {'T':>5s} {'rounds':>6s} {'rel.err':>8s} {'DDIM s':>8s} {'DEQ s':>8s} {'DEQ/DDIM':>9s} {'cost/state, batch T vs 1':>26s}")
+    print(f"\nDDIM vs DEQ-DDIM, float32, {dev}, median of {repeats} run(s); DDIM runs on one device")
+    print(f"{'model':24s} {'T':>5s} {'B':>3s} {'devices':>9s} {'rounds':>6s} {'conv.':>5s} {'rel.err':>8s} {'DDIM s':>8s} {'DEQ s':>8s} {'DEQ/DDIM':>9s}")
     for r in rows:
-        print(f"{r[0]:24s} {r[1]:5d} {r[2]:6d} {r[3]:8.1e} {r[4]:8.3f} {r[5]:8.3f} {r[6]:9.2f} {r[7]:26.3f}")
+        print(f"{r[0]:24s} {r[1]:5d} {r[2]:3d} {r[3]:>9s} {r[4]:6d} {r[5]!s:>5s} {r[6]:8.1e} {r[7]:8.3f} {r[8]:8.3f} {r[9]:9.2f}")
     if failures: print("FAILED: " + "; ".join(failures))
     return 1 if failures else 0
 

@@ -1,4 +1,4 @@
-"""The recorded benchmark results (bench/results/, written by bench/quality_table.py) meet issue 3's criteria.
+"""The recorded benchmark results (bench/results/): the quality table (bench/quality_table.py) meets its criteria; the speed table (bench/benchmark.py) and the window's stopping log keep their promises.
 
 These read the files the scripts wrote; they fail if a rerun with a broken sampler or solver is committed."""
 import csv
@@ -45,3 +45,40 @@ def test_thousand_sample_check():
     assert len(hist) == 10 and abs(sum(hist) - 1) < 1e-9 and all(0.05 <= h <= 0.15 for h in hist), hist
     assert abs(big["DEQ-DDIM"]["fd"] / big["DDIM (sequential)"]["fd"] - 1) <= 0.05
     assert big["max_rel_diff"] <= 1e-3
+
+
+# --- the speed benchmark (bench/benchmark.py, deq_ddim_nb.benchmark) ------------------------------------------------
+
+def test_speed_table_has_the_peers_on_the_same_inputs():
+    from deq_ddim_nb.benchmark import read_bench
+    rows = read_bench(RES)
+    cells = {}
+    for r in rows: cells.setdefault((r["model"], r["T"], r["batch"], r["seed"]), {})[r["variant"]] = r
+    peers = {"default", "picard", "window", "anderson-authors"}
+    assert any(m == "digits" and T == 100 and peers <= set(v) for (m, T, B, _), v in cells.items())
+    for v in cells.values():                                        # one DDIM reference per x_T: every peer shares it
+        assert len({r["ddim_seconds"] for r in v.values()}) == 1
+
+
+def test_speed_table_converged_means_close_to_sequential():
+    from deq_ddim_nb.benchmark import read_bench
+    rows = read_bench(RES)
+    for r in rows:
+        if r["converged"] and r["variant"] in ("default", "window", "picard"):
+            assert r["final_err"] <= 1e-2, r
+    dflt = [r for r in rows if r["variant"] == "default" and r["model"] == "digits"]
+    assert dflt and all(r["converged"] for r in dflt)
+
+
+def test_speed_markdown_is_the_csv():
+    from deq_ddim_nb.benchmark import markdown_table, read_bench, summarize
+    assert markdown_table(summarize(read_bench(RES))) == (RES / "speed.md").read_text()
+
+
+def test_window_stopping_log_keeps_its_promise():
+    import re
+    lines = [l for l in (RES / "window_stopping.txt").read_text().splitlines() if l.startswith("eta ")]
+    runs = [re.search(r"eta (\S+) seed +(\d+): converged (\w+) .*\|x_0 - DDIM\|/\|DDIM\| (\S+)", l).groups() for l in lines]
+    assert len([r for r in runs if r[0] == "0"]) == 16
+    for eta, seed, conv, err in runs:
+        if conv == "True": assert float(err) <= 1e-3, (eta, seed, err)
