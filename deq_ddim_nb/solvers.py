@@ -1,4 +1,4 @@
-"""Picard iteration (with damping), Anderson acceleration and Broyden's method behind one contract, checked on textbook problems with known answers before they meet the diffusion chain.
+"""Picard iteration (with damping), Anderson acceleration and Broyden's method behind one signature, and a quasi-Newton solver for the DDIM chain, checked on textbook problems with known answers before they meet the diffusion chain.
 
 Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/solvers.html.md"""
 
@@ -7,11 +7,13 @@ Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/solvers.html.md"""
 # %% ../nbs/03_solvers.ipynb #1fe9b2d7
 from __future__ import annotations
 import math
+import numbers
 from dataclasses import dataclass, field
 import torch
 
 # %% auto #0
-__all__ = ['STOP_MODES', 'SOLVERS', 'SolverStats', 'residual_norms', 'picard', 'anderson', 'broyden', 'get_solver']
+__all__ = ['STOP_MODES', 'SOLVERS', 'SolverStats', 'residual_norms', 'picard', 'anderson', 'broyden', 'get_solver',
+           'chain_slopes', 'chain_newton']
 
 # %% ../nbs/03_solvers.ipynb #2512c1b4
 STOP_MODES = ("abs", "rel")
@@ -37,12 +39,24 @@ class SolverStats:
         return (f"SolverStats({self.solver}: nfe={self.nfe}, converged={self.converged}, diverged={self.diverged}, "
                 f"last {self.stop_mode} residual={last}, tol={self.tol:g})")
 
+def _int_arg(name, v, lo):
+    "An int (Python or numpy) >= lo, as a Python int; else a ValueError naming the parameter."
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
+        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    return int(v)
+
+def _real_arg(name, v, ok, accepted):
+    "A finite real number (Python or numpy) for which ok(v) holds, as a float; else a ValueError naming the parameter."
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or not ok(float(v)):
+        raise ValueError(f"{name} must be {accepted}, got {v!r}")
+    return float(v)
+
 def _check_solver_args(max_iter, tol, stop_mode):
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
-    if not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol <= 0:
-        raise ValueError(f"tol must be a number > 0, got {tol!r}")
+    "The arguments every solver shares; returns (max_iter, tol) as Python numbers."
+    max_iter = _int_arg("max_iter", max_iter, 1)
+    tol = _real_arg("tol", tol, lambda v: v > 0, "a number > 0")
     if stop_mode not in STOP_MODES: raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
+    return max_iter, tol
 
 def residual_norms(fz:torch.Tensor, z:torch.Tensor, sample_dim:int|tuple|None=None) -> tuple[float, float]:
     "(abs, rel) residual of iterate z given f(z); per sample along `sample_dim` (a dim or a tuple of dims), worst one reported."
@@ -92,8 +106,8 @@ class _Trace:
 def picard(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:str="rel", mixing:float=1.0,
            sample_dim:int|None=None, callback=None):
     "Damped fixed-point iteration z <- mixing f(z) + (1 - mixing) z. Returns (z, SolverStats)."
-    _check_solver_args(max_iter, tol, stop_mode)
-    if not 0 < mixing <= 1: raise ValueError(f"mixing must be in (0, 1], got {mixing}")
+    max_iter, tol = _check_solver_args(max_iter, tol, stop_mode)
+    mixing = _real_arg("mixing", mixing, lambda v: 0 < v <= 1, "in (0, 1]")
     tr, z = _Trace("picard", tol, stop_mode, sample_dim, callback), z0
     for _ in range(max_iter):
         fz = f(z)
@@ -107,7 +121,10 @@ def picard(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:str
 def _grouping(shape, group_dims):
     "Permutation that brings `group_dims` to the front, and the (G, D) view helpers."
     nd = len(shape)
-    gd = tuple(sorted({d % nd for d in group_dims}))
+    if not isinstance(group_dims, (tuple, list)) or any(isinstance(d, bool) or not isinstance(d, numbers.Integral)
+                                                       or not -nd <= d < nd for d in group_dims):
+        raise ValueError(f"group_dims must be a tuple of dims of the {nd}-D iterate (from {-nd} to {nd - 1}), got {group_dims!r}")
+    gd = tuple(sorted({int(d) % nd for d in group_dims}))
     perm = gd + tuple(d for d in range(nd) if d not in gd)
     inv = tuple(perm.index(d) for d in range(nd))
     G = math.prod(shape[d] for d in gd)
@@ -127,14 +144,13 @@ def anderson(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:s
              lam:float=1e-4, mixing:float=1.0, group_dims:tuple=(), triangular:bool=False, restart:float|None=None,
              restart_after:int=3, sample_dim:int|tuple|None=None, callback=None):
     "Anderson acceleration with history `m`, regularisation `lam`, mixing β; coefficients per group of `group_dims`."
-    _check_solver_args(max_iter, tol, stop_mode)
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1: raise ValueError(f"m must be an int >= 1, got {m!r}")
-    if not 0 < mixing <= 1: raise ValueError(f"mixing must be in (0, 1], got {mixing}")
-    if lam < 0: raise ValueError(f"lam must be >= 0, got {lam}")
+    max_iter, tol = _check_solver_args(max_iter, tol, stop_mode)
+    m = _int_arg("m", m, 1)
+    mixing = _real_arg("mixing", mixing, lambda v: 0 < v <= 1, "in (0, 1]")
+    lam = _real_arg("lam", lam, lambda v: v >= 0, "a finite number >= 0")
     if triangular and not group_dims: raise ValueError("triangular=True needs group_dims (its first dim indexes the states)")
-    if restart is not None and not restart > 0: raise ValueError(f"restart must be None or > 0, got {restart}")
-    if isinstance(restart_after, bool) or not isinstance(restart_after, int) or restart_after < 0:
-        raise ValueError(f"restart_after must be an int >= 0, got {restart_after!r}")
+    if restart is not None: restart = _real_arg("restart", restart, lambda v: v > 0, "None or > 0")
+    restart_after = _int_arg("restart_after", restart_after, 0)
     tr = _Trace("anderson", tol, stop_mode, sample_dim, callback)
     G, to_g, from_g = _grouping(z0.shape, group_dims)
     n_first = z0.shape[min(d % z0.ndim for d in group_dims)] if group_dims else 1
@@ -178,9 +194,8 @@ def anderson(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:s
 def broyden(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:str="rel", m:int|None=None,
             group_dims:tuple=(), sample_dim:int|None=None, callback=None):
     "Broyden's (good) method on g(z) = f(z) - z with a low-rank inverse Jacobian of at most `m` updates per group."
-    _check_solver_args(max_iter, tol, stop_mode)
-    mem = max_iter if m is None else m
-    if isinstance(mem, bool) or not isinstance(mem, int) or mem < 1: raise ValueError(f"m must be an int >= 1 or None, got {m!r}")
+    max_iter, tol = _check_solver_args(max_iter, tol, stop_mode)
+    mem = max_iter if m is None else _int_arg("m", m, 1)
     tr = _Trace("broyden", tol, stop_mode, sample_dim, callback)
     G, to_g, from_g = _grouping(z0.shape, group_dims)
     x = to_g(z0)
@@ -213,3 +228,67 @@ def get_solver(name:str):
     if callable(name): return name
     if name not in SOLVERS: raise ValueError(f"solver must be one of {tuple(SOLVERS)} (or a callable), got {name!r}")
     return SOLVERS[name]
+
+# %% ../nbs/03_solvers.ipynb #52a0d135
+def chain_slopes(abar:torch.Tensor, abar_prev:torch.Tensor, sigma:torch.Tensor|None=None) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per step j (entry j-1): the ratio r_j = sqrt(a_{j-1}/a_j) of Eq. (9)/(22) and the slope of step j when x̂_0 is held fixed."
+    a, ap = torch.as_tensor(abar), torch.as_tensor(abar_prev)
+    sg = torch.zeros_like(a) if sigma is None else torch.as_tensor(sigma)
+    ratio = torch.sqrt(ap / a)
+    # dx_{j-1}/dx_j with eps = (x - sqrt(a_j) x0) / sqrt(1 - a_j), x0 fixed: sqrt(1 - a_{j-1} - sigma_j^2) / sqrt(1 - a_j)
+    slope = torch.sqrt((1 - ap - sg ** 2).clamp(min=0) / (1 - a))
+    return ratio, slope
+
+# %% ../nbs/03_solvers.ipynb #c8ae90a6
+def _chain_solve(F, z, A):
+    "The linearised chain, exactly, from the top state down: z'_{i} = F[i] + A[i] (z'_{i+1} - z[i+1]); returns z' - z."
+    T, B = A.shape
+    g = (F - z).reshape(T, B, -1)                     # g[i] = F_{i+1}(z_{i+1}) - z_i
+    d, acc = torch.empty_like(g), g[T - 1]            # the top step's input is x_T itself: no correction
+    d[T - 1] = acc
+    for i in range(T - 2, -1, -1):
+        acc = g[i] + A[i, :, None] * acc              # δ_i = g_i + A_i δ_{i+1}
+        d[i] = acc
+    return d.reshape(z.shape)
+
+def chain_newton(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:str="rel", ratio=None, slope=None,
+                 secant:int=1, clip:float=2.0, sample_dim:int|tuple|None=None, callback=None):
+    """Quasi-Newton for a lower-triangular chain map (DEQ-DDIM's h̃): each round linearises every step with one
+    slope per state and image and solves the linearised chain exactly. `z0`: (T, B, ...), states first, entry i is x_i;
+    `ratio[i]` = r_{i+1}, `slope[i]` the slope of step i+1 in round 1 (default: `ratio`, a Picard round)."""
+    max_iter, tol = _check_solver_args(max_iter, tol, stop_mode)
+    if not torch.is_tensor(z0) or z0.ndim < 2: raise ValueError("chain_newton needs z0 of shape (T, B, ...): states first, then samples")
+    T, B, D = z0.shape[0], z0.shape[1], z0[0, 0].numel()
+    if ratio is None: raise ValueError("chain_newton needs `ratio`, the (T,) factors r_j = sqrt(abar_prev/abar) (see chain_slopes)")
+    r = torch.as_tensor(ratio).to(z0)
+    if r.shape != (T,): raise ValueError(f"ratio must have shape (T,) = ({T},), got {tuple(r.shape)}")
+    s0 = r if slope is None else torch.as_tensor(slope).to(z0)
+    if s0.shape != (T,): raise ValueError(f"slope must have shape (T,) = ({T},), got {tuple(s0.shape)}")
+    secant = _int_arg("secant", secant, 0)
+    clip = _real_arg("clip", clip, lambda v: v > 0, "a number > 0")
+    tr = _Trace("chain_newton", tol, stop_mode, sample_dim, callback)
+    rv = r[:-1].reshape(-1, *[1] * (z0.ndim - 1))
+    A = s0[:, None].expand(T, B).clone()              # A[i]: slope of step i+1 (input x_{i+1}, output x_i)
+    past, z = [], z0
+    for k in range(max_iter):
+        fz = f(z)
+        stop = tr.record(z, fz)
+        if tr.stats.diverged: return tr.finish(tr.best if tr.best is not None else fz)
+        # one step's output from h̃ (Eq. 10): F_{i+1}(z_{i+1}) = f(z)_i + r_{i+1} (z_{i+1} - f(z)_{i+1}); the top one is f(z)_{T-1}
+        F = fz.clone()
+        F[:-1] += rv * (z[1:] - fz[1:])
+        Zi, Fi = z[1:].reshape(T - 1, B, D), F[:-1].reshape(T - 1, B, D)   # step i+1: input, output
+        if secant and past:                           # scalar secant per state and image over the last `secant` rounds
+            num, den = torch.zeros_like(A[:-1]), torch.zeros_like(A[:-1])
+            for Zp, Fp in past:
+                dZ, dF = Zi - Zp, Fi - Fp
+                num += (dF * dZ).sum(-1); den += (dZ * dZ).sum(-1)
+            ok = den > torch.finfo(z0.dtype).tiny / torch.finfo(z0.dtype).eps
+            est = (num / torch.where(ok, den, torch.ones_like(den))).clamp(min=0)
+            A[:-1] = torch.where(ok, torch.minimum(est, clip * r[:-1, None]), A[:-1])
+        if secant: past = (past + [(Zi, Fi)])[-secant:]
+        z = z + _chain_solve(F, z, A)                 # the next iterate: no network call
+        if stop: break
+    return tr.finish(z)
+
+SOLVERS["chain_newton"] = chain_newton

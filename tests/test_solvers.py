@@ -94,3 +94,125 @@ def test_residual_norms_tuple_sample_dim_and_bad_dims():
     for bad in (3, -4, ()):
         with pytest.raises(ValueError, match="sample_dim must be"):
             residual_norms(fz, z, bad)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(lam=float("nan")), "lam must be"), (dict(lam=float("inf")), "lam must be"), (dict(lam=-1e-6), "lam must be"),
+    (dict(mixing=0.0), "mixing must be in"), (dict(mixing=1.01), "mixing must be in"), (dict(mixing=float("nan")), "mixing must be in"),
+    (dict(m=0), "m must be an int >= 1"), (dict(m=2.0), "m must be an int >= 1"),
+    (dict(tol=float("inf")), "tol must be a number > 0"), (dict(tol=-float("inf")), "tol must be a number > 0"),
+    (dict(group_dims=(2,)), "group_dims must be"), (dict(group_dims=(0, -3)), "group_dims must be"),
+    (dict(group_dims=0), "group_dims must be"),
+])
+def test_anderson_bad_options_name_the_parameter(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        anderson(torch.cos, torch.zeros(3, 2), **kw)
+
+
+@pytest.mark.parametrize("solver", [picard, broyden])
+def test_bad_mixing_and_group_dims_other_solvers(solver):
+    kw = dict(mixing=float("nan")) if solver is picard else dict(group_dims=(5,))
+    with pytest.raises(ValueError, match="mixing must be in" if solver is picard else "group_dims must be"):
+        solver(torch.cos, torch.zeros(3, 2), **kw)
+
+
+def test_numpy_scalars_accepted_and_equal_to_python_numbers():
+    np = pytest.importorskip("numpy")
+    z0 = torch.linspace(-1, 3, 5, dtype=torch.float64)[:, None]
+    za, sa = anderson(torch.cos, z0, max_iter=np.int64(9), tol=np.float32(1e-6), m=np.int32(3), lam=np.float64(1e-6),
+                      group_dims=(np.int64(0),))
+    zb, sb = anderson(torch.cos, z0, max_iter=9, tol=1e-6, m=3, lam=1e-6, group_dims=(0,))
+    assert sa.residuals == sb.residuals and torch.equal(za, zb)
+    zp, sp = picard(torch.cos, z0, max_iter=np.int16(7), tol=np.float64(1e-300), mixing=np.float32(0.5))
+    assert sp.nfe == 7 and isinstance(sp.tol, float)
+    _, st = broyden(torch.cos, z0, max_iter=np.int64(60), tol=np.float64(1e-10), m=np.int64(4), group_dims=(0,), stop_mode="abs")
+    assert st.converged
+
+
+# --- chain_newton: quasi-Newton on the DDIM chain ------------------------------------------------------------------
+from deq_ddim_nb.solvers import chain_newton, chain_slopes
+
+
+def _chain_problem(T, eta, B=2, seed=0):
+    from deq_ddim_nb.ddim import ddim_sample, draw_noise
+    from deq_ddim_nb.deq import deq_map
+    from deq_ddim_nb.schedules import DDIMSchedule
+    from deq_ddim_nb.toy import digits_eps
+    toy, s, g = digits_eps(), DDIMSchedule.make(T, eta=eta), torch.Generator().manual_seed(seed)
+    x_T = torch.randn(B, 1, 8, 8, dtype=torch.float64, generator=g)
+    noise = draw_noise(s, x_T, g) if eta > 0 else None
+    _, traj = ddim_sample(toy, x_T, s, noise=noise, return_traj=True)
+    f = lambda xs: deq_map(toy, xs, x_T, s, noise)
+    return f, x_T.expand(T, *x_T.shape).clone(), traj[:T], s
+
+
+def test_chain_newton_with_slope_ratio_and_no_secant_is_picard():
+    f, z0, _, s = _chain_problem(20, 0.5)
+    ratio, _ = chain_slopes(s.abar, s.abar_prev, s.sigma)
+    zc, sc = chain_newton(f, z0, max_iter=6, tol=1e-300, sample_dim=(0, 1), ratio=ratio, secant=0)
+    zp, sp = picard(f, z0, max_iter=6, tol=1e-300, sample_dim=(0, 1))
+    assert sc.nfe == sp.nfe == 6
+    assert max(abs(a - b) for a, b in zip(sc.residuals, sp.residuals)) < 1e-12
+    assert torch.allclose(zc, zp, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_chain_newton_exact_float64(eta):
+    f, z0, traj, s = _chain_problem(50, eta, B=2)
+    ratio, slope = chain_slopes(s.abar, s.abar_prev, s.sigma)
+    xs, st = chain_newton(f, z0, max_iter=50, tol=1e-12, sample_dim=(0, 1), ratio=ratio, slope=slope)
+    assert st.converged and not st.diverged and st.nfe < 50
+    rel = ((xs - traj).flatten(2).norm(dim=2) / traj.flatten(2).norm(dim=2)).max()
+    assert rel < 1e-10, float(rel)                       # every state of every image equals the sequential chain
+
+
+def test_chain_newton_batch_equals_separate_images():
+    f, z0, _, s = _chain_problem(30, 0.0, B=3)
+    ratio, slope = chain_slopes(s.abar, s.abar_prev, s.sigma)
+    zb, _ = chain_newton(f, z0, max_iter=5, tol=1e-300, sample_dim=(0, 1), ratio=ratio, slope=slope)
+    from deq_ddim_nb.deq import deq_map
+    from deq_ddim_nb.toy import digits_eps
+    toy = digits_eps()
+    for i in range(3):
+        x_T = z0[0, i:i + 1]
+        zi, _ = chain_newton(lambda xs: deq_map(toy, xs, x_T, s), z0[:, i:i + 1], max_iter=5, tol=1e-300,
+                             sample_dim=(0, 1), ratio=ratio, slope=slope)
+        assert torch.allclose(zb[:, i:i + 1], zi, atol=1e-11, rtol=0)
+
+
+def test_chain_newton_affine_eps_exact_once_the_secant_has_two_rounds():
+    # eps linear in x with one factor per timestep: every step is affine with a scalar slope, so the secant of
+    # rounds 1-2 is exact and the update after round 2 is the sequential chain (residual ~0 at round 3)
+    from deq_ddim_nb.ddim import ddim_sample
+    from deq_ddim_nb.deq import deq_map
+    from deq_ddim_nb.schedules import DDIMSchedule
+    T, s = 25, DDIMSchedule.make(25)
+    kappa = torch.linspace(0.3, 1.2, 1000, dtype=torch.float64)
+    model = lambda x, t: kappa[t].view(-1, 1) * x + 0.1
+    x_T = torch.randn(2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ratio, slope = chain_slopes(s.abar, s.abar_prev, s.sigma)
+    xs, st = chain_newton(lambda xs: deq_map(model, xs, x_T, s), x_T.expand(T, 2, 4).clone(), max_iter=10, tol=1e-10,
+                          stop_mode="abs", sample_dim=(0, 1), ratio=ratio, slope=slope)
+    assert st.converged and st.nfe == 3, st
+    assert torch.allclose(xs[0], ddim_sample(model, x_T, s), atol=1e-10)
+
+
+def test_chain_newton_registered_and_bad_arguments():
+    assert get_solver("chain_newton") is chain_newton
+    z0, r = torch.zeros(4, 2, 3), torch.ones(4)
+    for kw, msg in [(dict(), "needs `ratio`"), (dict(ratio=torch.ones(3)), "ratio must have shape"),
+                    (dict(ratio=r, slope=torch.ones(5)), "slope must have shape"), (dict(ratio=r, secant=-1), "secant must be"),
+                    (dict(ratio=r, secant=1.5), "secant must be"), (dict(ratio=r, clip=0.0), "clip must be"),
+                    (dict(ratio=r, clip=float("nan")), "clip must be"), (dict(ratio=r, tol=float("inf")), "tol must be")]:
+        with pytest.raises(ValueError, match=msg):
+            chain_newton(torch.cos, z0, **kw)
+    with pytest.raises(ValueError, match="z0 of shape"):
+        chain_newton(torch.cos, torch.zeros(4), ratio=r)
+
+
+@pytest.mark.parametrize("T", [1, 2, 3])
+def test_chain_newton_short_chains_exact(T):
+    f, z0, traj, s = _chain_problem(T, 0.0, B=2)
+    ratio, slope = chain_slopes(s.abar, s.abar_prev, s.sigma)
+    xs, st = chain_newton(f, z0, tol=1e-12, sample_dim=(0, 1), ratio=ratio, slope=slope)
+    assert st.converged and st.nfe <= T + 1 and torch.allclose(xs, traj, atol=1e-12, rtol=0)
