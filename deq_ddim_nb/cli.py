@@ -173,7 +173,7 @@ def add_sample_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="stochasticity: 0 = DDIM (DEQ-DDIM), > 0 = DEQ-sDDIM, 1 = DDPM")
     p.add_argument("--skip", choices=SKIP_CHOICES, default="uniform", help="timestep subsequence")
     p.add_argument("--solver", choices=SOLVER_CHOICES, default="auto",
-                   help="root solver; auto: deq_sample's choice (Anderson, or exact Picard for short chains)")
+                   help="root solver; auto: deq_sample's choice (chain_newton, quasi-Newton on the chain, exact after T rounds)")
     p.add_argument("--max-iter", type=_int_in(1), default=None,
                    help="most rounds (batched model calls) per image; default: deq_sample's automatic budget")
     p.add_argument("--tol", type=_float_in(0), default=1e-3,
@@ -209,7 +209,9 @@ def run_sample(args, out=None) -> dict:
     try: sched = DDIMSchedule.from_config(args.T, cfg, skip=args.skip, eta=args.eta)
     except ValueError as e: raise CLIError("--skip" if "skip" in str(e) else "--T", str(e)) from None
     kw = dict(solver=args.solver, max_iter=args.max_iter, m=args.m)     # max_iter None: deq_sample's automatic budget
-    if args.solver in ("anderson", "auto") and args.mixing is not None: kw["mixing"] = args.mixing
+    if args.mixing is not None:
+        if args.solver != "anderson": raise CLIError("--mixing", f"applies to --solver anderson only, not {args.solver}")
+        kw["mixing"] = args.mixing
     x_T, noise = image_inputs(range(args.n), cfg["sample_shape"], sched, seed=args.seed, dtype=dtype, device=dev)
     ref = "sDDIM" if args.eta > 0 else "DDIM"
     ref_long = "sequential sDDIM (same noises)" if args.eta > 0 else "sequential DDIM"

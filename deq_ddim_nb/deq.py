@@ -58,10 +58,10 @@ def deq_map(eps_model, xs:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, no
 
 # %% ../nbs/04_fixed_point.ipynb #b5951705
 INITS = ("x_T", "zeros")
-# deq_sample's Anderson defaults for the DDIM map; selected on validation seeds by bench/anderson_sweep.py
+# Anderson's settings for the DDIM map (solver="anderson"); selected on validation seeds by bench/anderson_sweep.py
 DEQ_ANDERSON = dict(group_dims=(0, 1), triangular=True, restart=1.0, restart_after=3, lam=1e-6, mixing=0.9)
-# the automatic round budget (max_iter=None): base + per_eta·η + per_doubling·log2(B) Anderson rounds;
-# chosen on validation seeds 100-102 of the shipped digits UNet and checked on seeds 0-7 by bench/default_budget.py
+# the automatic round budget (max_iter=None): base + per_eta·η + per_doubling·log2(B) rounds, at most T + 1 for the
+# default solver; chosen on validation seeds 100-102 of the shipped digits UNet and checked on seeds 0-7 by bench/default_budget.py
 AUTO_BUDGET = dict(base=25, per_eta=20, per_doubling=5)
 
 @dataclass
@@ -75,20 +75,21 @@ class DEQInfo:
     diverged: bool
     seconds: float
     stats: SolverStats
-    solver: str = "anderson"      # the solver that ran ("auto" resolved)
+    solver: str = "chain_newton"  # the solver that ran ("auto" resolved)
     max_iter: int = 0             # the round budget it had
     def __repr__(self):
         return (f"DEQInfo(solver={self.solver}, rounds={self.rounds}/{self.max_iter}, nfe={self.nfe}, converged={self.converged}, "
                 f"diverged={self.diverged}, final residual={self.residuals[-1]:.2e}, seconds={self.seconds:.3f})")
 
 def round_budget(T:int, batch:int=1, eta:float=0.0, solver="auto") -> tuple:
-    """(solver, max_iter) that `deq_sample` uses when `max_iter=None`. Anderson gets
-    ⌈25 + 20 η + 5 log2(batch)⌉ rounds (the worst state of the worst image decides, so more images need more rounds).
-    `solver="auto"` takes Picard with T + 1 rounds instead whenever that is no more: from any start, T Picard rounds give
-    the exact sequential trajectory (the Jacobian of Eq. 11 is strictly triangular) and round T + 1 confirms it."""
+    """(solver, max_iter) that `deq_sample` uses when `max_iter=None`: n = ⌈25 + 20 η + 5 log2(batch)⌉ rounds (the
+    worst state of the worst image decides, so more images need more rounds). `"auto"` is `chain_newton` with
+    min(n, T + 1) rounds: like Picard it is exact after T rounds from any start (state x_{T-k} is exact after round k,
+    because the linearised chain is solved from x_T down), and round T + 1 confirms it. Picard gets T + 1 rounds."""
     n = math.ceil(AUTO_BUDGET["base"] + AUTO_BUDGET["per_eta"] * eta + AUTO_BUDGET["per_doubling"] * math.log2(max(batch, 1)))
-    if solver == "picard" or (solver == "auto" and T + 1 <= n): return "picard", T + 1
-    return ("anderson" if solver == "auto" else solver), n
+    if solver == "picard": return "picard", T + 1
+    if solver in ("auto", "chain_newton"): return "chain_newton", min(n, T + 1)
+    return solver, n
 
 def init_trajectory(x_T:torch.Tensor, T:int, init="x_T") -> torch.Tensor:
     "Initial x_0 … x_{T-1}: all x_T (the paper), all zeros, or a given tensor (T, *x_T.shape)."
@@ -147,9 +148,9 @@ def deq_sample(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, *, solver="auto"
     """DEQ-DDIM (η = 0) / DEQ-sDDIM (η > 0): solve Eq. (12)/(13) for all states at once. Returns (x_0, DEQInfo).
 
     Stops when the relative residual of every state of every image is below `tol`. `max_iter=None` takes the automatic
-    budget of `round_budget`: Anderson (`DEQ_ANDERSON`) with ⌈25 + 20 η + 5 log2(B)⌉ rounds, or, for chains short enough
-    that T + 1 rounds fit in that, Picard with T + 1 rounds (exact). `solver="auto"` is Anderson whenever `max_iter` is
-    given. An unconverged result warns (UserWarning) with the rounds, the final residual and how to raise the budget.
+    budget of `round_budget`: ⌈25 + 20 η + 5 log2(B)⌉ rounds, at most T + 1. `solver="auto"` is `chain_newton`
+    (quasi-Newton on the chain, exact after T rounds); `"anderson"` (`DEQ_ANDERSON`), `"picard"`, `"broyden"` or a callable
+    choose explicitly. An unconverged result warns (UserWarning) with the rounds, the final residual and how to raise the budget.
     `devices`: a list of devices to split each round's T·B states across; `max_batch`: at most this many states per
     model call (same result, peak memory bounded independently of T)."""
     check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T)
@@ -159,10 +160,10 @@ def deq_sample(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, *, solver="auto"
     stochastic = bool((sched.sigma != 0).any())
     if noise is None and stochastic: noise = draw_noise(sched, x_T, generator)
     if max_iter is None:
-        solver, max_iter = round_budget(T, B, float(sched.eta) if stochastic else 0.0, solver if solver != "auto" or not solver_kwargs else "anderson")
+        solver, max_iter = round_budget(T, B, float(sched.eta) if stochastic else 0.0, solver)
     else:
         max_iter = _as_int("max_iter", max_iter, 1)
-        if isinstance(solver, str) and solver == "auto": solver = "anderson"
+        if isinstance(solver, str) and solver == "auto": solver = "chain_newton"
     solve = get_solver(solver)
     if solver == "anderson":
         solver_kwargs.setdefault("group_dims", DEQ_ANDERSON["group_dims"])

@@ -137,7 +137,7 @@ def generate(model, method:str, T:int, n:int, seed:int=0, batch:int=250, progres
         if kind == "ddim":
             with torch.no_grad(): out.append(ddim_sample(model, xb, sched, nb))
         else:
-            kw = dict(max_iter=50 if eta > 0 else 15, tol=1e-3) | deq_kw
+            kw = dict(solver="anderson", max_iter=50 if eta > 0 else 15, tol=1e-3) | deq_kw   # the settings of the recorded tables
             x0, info = deq_sample(model, xb, sched, noise=nb, **kw); out.append(x0); rounds.append(info.rounds)
     return torch.cat(out), dict(rounds=rounds)
 

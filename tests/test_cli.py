@@ -175,6 +175,7 @@ BAD = [(["sample", "--T", "0"], "--T"), (["sample", "--eta=-0.5"], "--eta"), (["
        (["sample", "--solver", "newton"], "--solver"), (["sample", "--n", "0"], "--n"),
        (["sample", "--tol", "inf"], "--tol"), (["sample", "--tol", "nan"], "--tol"), (["sample", "--eta", "nan"], "--eta"),
        (["sample", "--mixing", "1.5"], "--mixing"), (["sample", "--seed", str(2 ** 70)], "--seed"),
+       (["sample", "--model", "toy-digits", "--mixing", "0.5"], "--mixing"),      # Anderson's option, not the default solver's
        (["sample", "--seed", "-1"], "--seed"), (["sample", "--model", "toy-digits", "--device", "meta"], "--device"),
        (["sample", "--model", "toy-digits", "--device", "no-such"], "--device"),
        (["sample", "--model", "toy-digits", "--T", "5000"], "--T"),

@@ -81,13 +81,13 @@ def test_anderson_rounds_to_1e3_over_seeds(digits_model):
 
 @pytest.mark.filterwarnings("ignore:deq_sample did not converge")   # a study run: its tolerance is too small to stop
 def test_whole_trajectory_residual_would_stop_too_early(digits_model):
-    "Why deq_sample stops per state: a residual over the whole trajectory passes 1e-3 with x_0 still > 1e-3 off (seed 6)."
+    "Why deq_sample stops per state: with Anderson, a residual over the whole trajectory passes 1e-3 with x_0 still > 1e-3 off (seed 6)."
     from deq_ddim_nb.solvers import residual_norms
     s, x_T = DDIMSchedule.make(100), randn(1, 1, 8, 8, seed=6)
     ref, hits = ddim_sample(digits_model, x_T, s), []
     def cb(k, z, fz, r):
         if residual_norms(fz, z, 1)[1] < 1e-3: hits.append((r, rel(fz[0], ref)))
-    deq_sample(digits_model, x_T, s, max_iter=20, tol=1e-14, callback=cb)
+    deq_sample(digits_model, x_T, s, solver="anderson", max_iter=20, tol=1e-14, callback=cb)
     r_state, err = hits[0]                          # first round the whole-trajectory rule would have stopped
     assert err > 1e-3 and r_state > 1e-3, hits[0]   # ... while the per-state residual still says "not yet"
 
@@ -215,11 +215,12 @@ def no_warnings():
 
 
 def test_round_budget_grows_with_eta_and_batch_and_is_exact_for_short_chains():
-    assert round_budget(100, 1, 0.0) == ("anderson", 25)
+    assert round_budget(100, 1, 0.0) == ("chain_newton", 25)
+    assert round_budget(100, 1, 0.0, solver="anderson") == ("anderson", 25)
     assert round_budget(100, 1, 1.0)[1] > round_budget(100, 1, 0.5)[1] > round_budget(100, 1, 0.0)[1]
     assert round_budget(100, 16, 0.0)[1] > round_budget(100, 1, 0.0)[1]
-    for T in (1, 5, 20, 24):    # Picard with T + 1 rounds whenever that fits the Anderson budget
-        assert round_budget(T, 1, 0.0) == ("picard", T + 1)
+    for T in (1, 5, 20, 24):    # never more than T + 1 rounds: chain_newton is exact after T
+        assert round_budget(T, 1, 0.0) == ("chain_newton", T + 1)
     assert round_budget(20, 1, 0.0, solver="anderson") == ("anderson", 25)
     assert round_budget(500, 1, 0.0, solver="picard") == ("picard", 501)
 
@@ -244,7 +245,7 @@ def test_converged_default_run_does_not_warn(digits_model):
         assert info.converged and rel(x0, ddim_sample(digits_model, x_T, s)) < 1e-3, info
 
 
-@pytest.mark.parametrize("T,eta,solver", [(20, 1.0, "picard"), (60, 0.5, "anderson"), (60, 1.0, "anderson")])
+@pytest.mark.parametrize("T,eta,solver", [(20, 1.0, "chain_newton"), (60, 0.5, "chain_newton"), (60, 1.0, "chain_newton")])
 def test_default_stochastic_run_converges_to_sequential_sddim(digits_model, T, eta, solver):
     "DEQ-sDDIM with every default: converged, no warning, x_0 within 1e-3 of sequential sDDIM with the same noises."
     s = DDIMSchedule.make(T, eta=eta)
@@ -274,8 +275,10 @@ def test_default_on_the_shipped_unet_small_T():
         assert info.converged and rel(x0, ddim_sample(unet, x_T, s, nz)) < 1e-3, info
 
 
-def test_T_plus_one_picard_rounds_are_exact_from_any_start(digits_model):
-    "The fallback's guarantee: Picard reaches the sequential trajectory in T rounds from random starts (η > 0 too)."
+@pytest.mark.filterwarnings("ignore:deq_sample did not converge")   # tol=1e-300: run exactly T rounds
+@pytest.mark.parametrize("solver", ["picard", "chain_newton"])
+def test_T_rounds_are_exact_from_any_start(digits_model, solver):
+    "The budget's guarantee: Picard and the default chain_newton reach the sequential trajectory in T rounds from random starts (η > 0 too)."
     T = 15
     s = DDIMSchedule.make(T, eta=0.7)
     x_T = randn(2, 1, 8, 8, seed=5)
@@ -285,8 +288,9 @@ def test_T_plus_one_picard_rounds_are_exact_from_any_start(digits_model):
     for n in range(T):
         z = deq_map(digits_model, z, x_T, s, nz)
         assert rel(z[T - 1 - n:], xs[T - 1 - n:T]) < 1e-12          # states x_{T-1-n} … x_{T-1} are exact after n+1 rounds
-    x0, info = deq_sample(digits_model, x_T, s, noise=nz, init=5 * randn(T, 2, 1, 8, 8, seed=7), tol=1e-12)
-    assert info.solver == "picard" and info.converged and info.rounds <= T + 1 and rel(x0, xs[0]) < 1e-12
+    x0, info = deq_sample(digits_model, x_T, s, noise=nz, init=5 * randn(T, 2, 1, 8, 8, seed=7), tol=1e-300,
+                          solver=solver, max_iter=T)
+    assert info.solver == solver and info.rounds == T and rel(info.xs, xs[:-1]) < 1e-12   # every state exact after T rounds
 
 
 # ---- input checks -------------------------------------------------------------------------------
