@@ -7,6 +7,7 @@ Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/inversion.html.md"""
 # %% ../nbs/08_inversion.ipynb #97d4cf80
 from __future__ import annotations
 import math
+import numbers
 import os
 import time
 import warnings
@@ -115,20 +116,21 @@ class InversionResult:
                 f"best loss={self.final_loss.tolist()}, seconds={self.seconds[-1]:.2f}, stopped_early={self.stopped_early})")
 
 def _check_args(method, grad, tau, k, lr, epochs, stop_loss, seed=None):
+    "Argument checks of `invert`; NumPy scalars are numbers too (`numbers.Real` / `numbers.Integral`), bool is not."
     if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if grad not in GRADS: raise ValueError(f"grad must be one of {GRADS}, got {grad!r}")
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 1:
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not 0 < tau <= 1:
         raise ValueError(f"tau (phantom-gradient damping, Eq. 18) must be a number in (0, 1], got {tau!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"k (number of phantom steps) must be an int >= 1, got {k!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a number > 0, got {lr!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-    if stop_loss is not None and (isinstance(stop_loss, bool) or not isinstance(stop_loss, (int, float))
+    if stop_loss is not None and (isinstance(stop_loss, bool) or not isinstance(stop_loss, numbers.Real)
                                   or not math.isfinite(stop_loss) or stop_loss < 0):
         raise ValueError(f"stop_loss must be None or a finite number >= 0, got {stop_loss!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise TypeError(f"seed must be None or an int, got {type(seed).__name__} ({seed!r})")
 
 def _check_target(eps_model, x_target):

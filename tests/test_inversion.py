@@ -281,3 +281,14 @@ def test_io_names_still_importable_from_inversion():
     from deq_ddim_nb.inversion import load_target, save_inversion, to_png
     from deq_ddim_nb import io
     assert (load_target, save_inversion, to_png) == (io.load_target, io.save_inversion, io.to_png)
+
+
+def test_numpy_scalars_are_numbers_for_invert():
+    "NumPy scalars are accepted wherever Python numbers are (k, epochs, tau, lr, stop_loss, seed); bool is not."
+    import numpy as np
+    from deq_ddim_nb.inversion import _check_args
+    _check_args("deq", "phantom", np.float32(0.1), np.int64(1), np.float32(0.01), np.int64(3), np.float32(0.5), np.int64(0))
+    with pytest.raises(ValueError, match="k"):
+        _check_args("deq", "phantom", 0.1, True, 0.01, 3, None)
+    with pytest.raises(ValueError, match="epochs"):
+        _check_args("deq", "phantom", 0.1, 1, 0.01, np.int64(0), None)
