@@ -135,6 +135,7 @@ def torchdeq_solver(name:str):
 # name -> (sampler, keyword arguments, own budget). Rows without their own budget get the grid cell's `max_rounds`.
 VARIANTS = {
     "default": ("deq", dict(), True),                                    # deq_sample exactly as a user calls it
+    "anderson": ("deq", dict(solver="anderson"), True),                  # the previous default: triangular Anderson (DEQ_ANDERSON)
     "picard": ("deq", dict(solver="picard"), False),
     "window": ("window", dict(), True),                                  # window_sample's defaults
     "anderson-authors": ("deq", dict(solver=authors_anderson, max_iter=15), True),   # the published settings
@@ -147,7 +148,7 @@ VARIANTS = {
     "torchdeq-anderson": ("deq", dict(solver=torchdeq_solver("anderson")), False),
     "torchdeq-broyden": ("deq", dict(solver=torchdeq_solver("broyden")), False),
 }
-PEERS = ("default", "picard", "window", "anderson-authors", "torchdeq-anderson", "torchdeq-broyden")
+PEERS = ("default", "anderson", "picard", "window", "anderson-authors", "torchdeq-anderson", "torchdeq-broyden")
 
 def available_variants(variants=None) -> tuple:
     "The variants that can run here: the torchdeq rows only when torchdeq is installed."

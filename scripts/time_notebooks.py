@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Time every notebook top to bottom, as a student runs it, and record the table the course guide shows.
+
+    OMP_NUM_THREADS=1 python scripts/time_notebooks.py                 # all of nbs/*.ipynb -> bench/results/notebook_times.csv
+    OMP_NUM_THREADS=1 python scripts/time_notebooks.py 04_fixed_point  # only these (others keep their recorded rows)
+
+Each notebook runs in a fresh kernel (nbclient), from nbs/, with the same environment as `nbdev-test` minus its `slow`
+skipping: cells flagged `slow` do their work only with RUN_SLOW=1, so they are quick here too. Wall and CPU seconds
+(kernel process and children) are recorded; run it on an idle machine, since a busy one inflates wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results" / "notebook_times.csv"
+FIELDS = ("notebook", "wall_s", "cpu_s", "cells", "machine")
+
+
+def time_one(path: Path, timeout: int = 900) -> dict:
+    import nbformat
+    import psutil
+    from nbclient import NotebookClient
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    t0 = time.perf_counter()
+    with client.setup_kernel():
+        pid = client.km.provisioner.process.pid if getattr(client.km, "provisioner", None) else None
+        proc = psutil.Process(pid) if pid else None
+        for i, cell in enumerate(nb.cells):
+            client.execute_cell(cell, i)
+        cpu = 0.0
+        if proc is not None:
+            for p in [proc, *proc.children(recursive=True)]:
+                try: ct = p.cpu_times(); cpu += ct.user + ct.system
+                except psutil.Error: pass
+    wall = time.perf_counter() - t0
+    return dict(notebook=path.stem, wall_s=f"{wall:.0f}", cpu_s=f"{cpu:.0f}", cells=len(nb.cells),
+                machine=f"{platform.machine()}, {os.cpu_count()} cores")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("notebooks", nargs="*", help="notebook stems (default: all non-scratch notebooks in nbs/)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    paths = sorted(q for q in (ROOT / "nbs").glob("*.ipynb") if not q.name.startswith("_"))
+    if args.notebooks:
+        unknown = set(args.notebooks) - {q.stem for q in paths}
+        if unknown: p.error(f"no such notebook(s): {sorted(unknown)}")
+        paths = [q for q in paths if q.stem in args.notebooks]
+    rows = {r["notebook"]: r for r in csv.DictReader(open(OUT))} if OUT.exists() else {}
+    for path in paths:
+        r = time_one(path)
+        rows[path.stem] = r
+        print(f"{r['notebook']:24s} wall {r['wall_s']:>5} s   cpu {r['cpu_s']:>5} s", flush=True)
+    tmp = OUT.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS); w.writeheader()
+        for k in sorted(rows): w.writerow({f: rows[k].get(f, "") for f in FIELDS})
+    os.replace(tmp, OUT)
+    print(f"wrote {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
