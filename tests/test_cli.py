@@ -24,8 +24,8 @@ def run(*args, cwd=None, env=None, **kw):
 
 
 def py(code, env=None):
-    "Run `code` in a fresh interpreter (a user's shell), without OMP_NUM_THREADS unless `env` sets it."
-    base = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    "Run `code` in a fresh interpreter (a user's shell), without OMP_/MKL_NUM_THREADS (CI sets both) unless `env` sets them."
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**base, **(env or {})}, timeout=600)
 
 
@@ -98,7 +98,7 @@ def test_unconverged_images_get_a_warning_line(tmp_path):
 def test_progress_bar_shows_rounds(tmp_path):
     r = run("sample", "--model", "toy-digits", "--T", "10", "--n", "1", "--out", str(tmp_path / "p.png"))
     assert r.returncode == 0, r.stderr
-    assert re.search(r"DEQ \((picard|anderson)\)", r.stderr) and "images" in r.stderr    # rounds within an image, and images
+    assert re.search(r"DEQ \((picard|anderson|chain_newton)\)", r.stderr) and "images" in r.stderr    # rounds within an image, and images
 
 
 def test_no_compare_skips_the_sequential_sampler(tmp_path):
