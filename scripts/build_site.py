@@ -103,6 +103,12 @@ def _links(md: str) -> str:
     return re.sub(r"\]\(((?!https?:)[\w./-]+?)\.ipynb(#[^)]*)?\)", lambda m: f"]({m.group(1)}.html{m.group(2) or ''})", md)
 
 
+def imports_only(code: str) -> bool:
+    "Is an exported cell nothing but imports (the module's header)? Plumbing too: it is folded like long exports."
+    lines = [l for l in code.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    return bool(lines) and all(re.match(r"(import|from)\s", l) or l[:1] in (" ", "\t", ")") for l in lines)
+
+
 def adapt(nb: dict) -> dict:
     "The notebook as the docs show it (see the module docstring)."
     cells = []
@@ -119,7 +125,7 @@ def adapt(nb: dict) -> dict:
         if str(d.get("code-fold", "")).lower() in ("true", "show"): tags.append("code-fold")
         if str(d.get("echo", "")).lower() == "false": tags.append("remove_input")
         if ({"export", "exports", "exporti"} & set(d) and "code-fold" not in tags
-                and len(code.splitlines()) > FOLD_EXPORT_LINES): tags.append("fold-export")
+                and (len(code.splitlines()) > FOLD_EXPORT_LINES or imports_only(code))): tags.append("fold-export")
         if str(d.get("output", "")).lower() == "false": c["outputs"] = []
         outs = []
         for o in c.get("outputs", []):

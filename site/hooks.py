@@ -29,6 +29,9 @@ def _summary(cell, classes) -> str:
     if first.startswith("# Check"): return "Check"
     if "celltag_fold-export" in classes:
         names = re.findall(r"^(?:async\s+)?(?:def|class)\s+(\w+)", code, re.M)
+        if not names and all(re.match(r"(import|from)\s", l) or l[:1] in (" ", "\t", ")")
+                             for l in code.splitlines() if l.strip() and not l.lstrip().startswith("#")):
+            return "Code: imports"
         shown = ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
         return f"Code: {shown}" if names else "Code"
     return "Code"

@@ -109,6 +109,14 @@ def test_adapt_folds_long_exports_only():
     assert [c["metadata"]["tags"] for c in bs.adapt(nb)["cells"]] == [["fold-export"], [], ["fold-export"], []]
 
 
+def test_adapt_folds_an_exported_import_header():
+    header = "#| export\nfrom __future__ import annotations\nimport torch\nfrom x import (a,\n    b)\n"
+    code = "#| export\nimport torch\ny = torch.zeros(3)\n"
+    nb = {"metadata": {}, "cells": [{"cell_type": "code", "metadata": {}, "source": s, "outputs": []}
+                                    for s in (header, code, header.replace("#| export\n", ""))]}
+    assert [c["metadata"]["tags"] for c in bs.adapt(nb)["cells"]] == [["fold-export"], [], []]
+
+
 CELL = """<div class="jp-Cell jp-CodeCell jp-Notebook-cell {tag}"><div class="jp-Cell-inputWrapper"><div class="jp-InputArea">
 <div class="jp-InputPrompt">In [ ]:</div><div class="celltoolbar"><span class="cell-tag">code-fold</span></div>
 <div class="highlight-ipynb"><pre><span class="c1">{code}</span></pre></div></div></div>
