@@ -255,7 +255,7 @@ def load_image_shards(out_dir) -> torch.Tensor:
     "All images written by `sample_images(out_dir=...)`, in index order."
     files = sorted(Path(out_dir).glob("rank*.pt"))
     if not files: raise FileNotFoundError(f"no rank*.pt files in {out_dir}")
-    parts = [torch.load(f) for f in files]
+    parts = [torch.load(f, weights_only=True) for f in files]   # tensors and numbers only: never unpickle code
     idx = torch.cat([p["indices"] for p in parts]); img = torch.cat([p["images"] for p in parts])
     if sorted(idx.tolist()) != list(range(parts[0]["n"])): raise ValueError(f"{out_dir} does not hold every image 0 … {parts[0]['n'] - 1}")
     return img[idx.argsort()]

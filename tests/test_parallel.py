@@ -199,3 +199,18 @@ def test_window_max_batch_gives_identical_results_float64(digits_model):
     assert rel(window_sample(digits_model, x_T, s, max_batch=8)[0], window_sample(digits_model, x_T, s)[0]) < 1e-12
     with pytest.raises(ValueError, match="max_batch"): window_sample(digits_model, x_T, s, max_batch=0)
     with pytest.raises(TypeError, match="max_batch"): window_sample(digits_model, x_T, s, max_batch=2.5)
+
+
+class _NotATensor:
+    "A pickled object of an arbitrary class: loading it would run code from the file."
+
+
+def test_load_image_shards_refuses_pickled_code(tmp_path):
+    "Shards load with weights_only=True: tensors and numbers come back, an arbitrary pickled object is refused."
+    from deq_ddim_nb.parallel import load_image_shards
+    imgs = torch.arange(6.0).reshape(3, 1, 1, 2)
+    torch.save({"indices": torch.tensor([2, 0, 1]), "images": imgs, "seed": 0, "n": 3}, tmp_path / "rank00000.pt")
+    assert torch.equal(load_image_shards(tmp_path), imgs[torch.tensor([2, 0, 1]).argsort()])
+    torch.save({"indices": torch.tensor([0]), "images": imgs[:1], "seed": 0, "n": 1, "x": _NotATensor()}, tmp_path / "rank00000.pt")
+    with pytest.raises(Exception, match="(?i)weights_only|unpickl|not allowed|unsupported"):
+        load_image_shards(tmp_path)
