@@ -7,22 +7,42 @@ Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/checks.html.md"""
 # %% ../nbs/90_checks.ipynb #d77c4442
 from __future__ import annotations
 import torch
-from .schedules import DDIMSchedule, _check_float, _check_int
+import math
+import numpy as np
 
 # %% auto #0
-__all__ = ['STATE_DTYPES', 'check_int', 'check_number', 'check_state', 'check_noise', 'call_eps', 'check_sample_shape',
-           'check_schedule', 'check_step']
+__all__ = ['STATE_DTYPES', 'check_int', 'check_number', 'check_bool', 'check_choice', 'check_state', 'check_noise', 'call_eps',
+           'check_sample_shape', 'check_schedule', 'check_step']
 
 # %% ../nbs/90_checks.ipynb #6d28249f
 def check_int(name:str, v, lo:int|None=None, hi:int|None=None) -> int:
     "`v` as a Python int (NumPy integers accepted, bool refused), in [lo, hi]; else a TypeError/ValueError naming `name`."
-    return _check_int(name, v, lo, hi)
-
-def check_number(name:str, v, lo:float|None=None, hi:float|None=None) -> float:
-    "`v` as a finite Python float (NumPy scalars accepted, bool refused), in [lo, hi]; else a TypeError/ValueError naming `name`."
-    v = _check_float(name, v)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__} ({v!r})")
     if lo is not None and v < lo: raise ValueError(f"{name} must be >= {lo}, got {v}")
     if hi is not None and v > hi: raise ValueError(f"{name} must be <= {hi}, got {v}")
+    return int(v)
+
+def check_number(name:str, v, lo:float|None=None, hi:float|None=None, *, lo_open:bool=False, hi_open:bool=False) -> float:
+    """`v` as a finite Python float (NumPy scalars accepted, bool refused), in [lo, hi] (open at an end with `lo_open` /
+    `hi_open`); else a TypeError/ValueError naming `name`."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__} ({v!r})")
+    v = float(v)
+    if not math.isfinite(v): raise ValueError(f"{name} must be finite, got {v}")
+    if lo is not None and (v <= lo if lo_open else v < lo): raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {v}")
+    if hi is not None and (v >= hi if hi_open else v > hi): raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {v}")
+    return v
+
+def check_bool(name:str, v) -> bool:
+    "`v` as a Python bool (NumPy bools accepted); anything else, 0 and 1 included, is a TypeError naming `name`."
+    if not isinstance(v, (bool, np.bool_)): raise TypeError(f"{name} must be True or False, got {type(v).__name__} ({v!r})")
+    return bool(v)
+
+def check_choice(name:str, v, choices) -> str:
+    "`v` if it is one of `choices` (strings): a non-string is a TypeError, another string a ValueError, both naming `name`."
+    if not isinstance(v, str): raise TypeError(f"{name} must be one of {tuple(choices)}, got {type(v).__name__} ({v!r})")
+    if v not in choices: raise ValueError(f"{name} must be one of {tuple(choices)}, got {v!r}")
     return v
 
 # %% ../nbs/90_checks.ipynb #fd006529
@@ -51,10 +71,12 @@ def check_noise(noise, T:int, x_T:torch.Tensor, name:str="noise") -> torch.Tenso
     return noise.to(device=x_T.device, dtype=x_T.dtype)
 
 # %% ../nbs/90_checks.ipynb #f6313b2d
-def call_eps(eps_model, x:torch.Tensor, t:torch.Tensor, check:bool=True) -> torch.Tensor:
-    "ε = eps_model(x, t), checked: a real floating tensor shaped like `x`, finite (else the error names the timesteps)."
+def call_eps(eps_model, x:torch.Tensor, t:torch.Tensor, check:bool=True, sched=None) -> torch.Tensor:
+    """ε = eps_model(x, t) in `x`'s dtype, checked: a real floating tensor shaped like `x`, finite (else the error names the
+    timesteps); `check=False` skips the checks. With a schedule `sched`, its `output_to_eps` turns the model's output into
+    the ε of Eq. (7) (a v- or x̂_0-prediction, clipping of x̂_0)."""
     eps = eps_model(x, t)
-    if not check: return eps
+    if not check: return eps.to(x.dtype) if sched is None else sched.output_to_eps(eps.to(x.dtype), x, t)
     where = lambda ts: f"at training timestep(s) {ts[:8]}" + (" ..." if len(ts) > 8 else "")
     if not torch.is_tensor(eps) or eps.shape != x.shape:
         got = tuple(eps.shape) if torch.is_tensor(eps) else type(eps).__name__
@@ -65,7 +87,8 @@ def call_eps(eps_model, x:torch.Tensor, t:torch.Tensor, check:bool=True) -> torc
     bad = ~torch.isfinite(eps.reshape(len(eps), -1)).all(1)
     if bool(bad.any()):
         raise ValueError(f"eps_model returned non-finite values (NaN or inf) {where(sorted(set(t[bad].tolist())))}")
-    return eps.to(x.dtype)
+    eps = eps.to(x.dtype)
+    return eps if sched is None else sched.output_to_eps(eps, x, t)
 
 # %% ../nbs/90_checks.ipynb #7efc4767
 def check_sample_shape(eps_model, x:torch.Tensor, name:str="x_T") -> torch.Tensor:
@@ -75,8 +98,9 @@ def check_sample_shape(eps_model, x:torch.Tensor, name:str="x_T") -> torch.Tenso
         raise ValueError(f"{name} must have shape (B, *sample_shape) = (B, {', '.join(map(str, shape))}) for this model, got {tuple(x.shape)}")
     return x
 
-def check_schedule(sched, deterministic:bool=False, name:str="sched") -> DDIMSchedule:
+def check_schedule(sched, deterministic:bool=False, name:str="sched"):
     "`sched` must be a DDIMSchedule; with `deterministic=True` also one with eta = 0 (no injected noise)."
+    from deq_ddim_nb.schedules import DDIMSchedule   # checks is the ground floor: no import of the core at load time
     if not isinstance(sched, DDIMSchedule):
         raise TypeError(f"{name} must be a DDIMSchedule (see DDIMSchedule.make), got {type(sched).__name__}")
     if deterministic and bool((sched.sigma != 0).any()):

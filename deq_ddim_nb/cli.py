@@ -138,8 +138,8 @@ def check_out(path, force:bool=False, option:str="--out", formats=IMAGE_FORMATS)
     return path
 
 def publish_bytes(data:bytes, path, force:bool=False, option:str="--out") -> Path:
-    "Write `data` to `path` with `deq_ddim_nb.io.atomic_write_bytes` (temporary file, then no-replace link or replace)."
-    from deq_ddim_nb.io import atomic_write_bytes
+    "Write `data` to `path` with `deq_ddim_nb.files.atomic_write_bytes` (temporary file, then no-replace link or replace)."
+    from deq_ddim_nb.files import atomic_write_bytes
     path = Path(path).expanduser()
     check_replaceable(path, force, option)
     try: return atomic_write_bytes(path, data, overwrite=force)

@@ -49,7 +49,7 @@ def ddim_sample(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, noise:torch.Ten
     with torch.set_grad_enabled(enable_grad):
         for i in tqdm(range(T, 0, -1), desc="DDIM", disable=not progress, leave=False):
             t = s.t[i - 1].expand(len(x_T))                               # (B,)
-            eps = call_eps(eps_model, x, t, check)
+            eps = call_eps(eps_model, x, t, check, s)
             # Eq. (7) / (20): x_i -> x_{i-1}
             x = ddim_step(x, eps, s.abar[i - 1], s.abar_prev[i - 1], s.sigma[i - 1],
                           noise[i - 1] if stochastic else None)

@@ -31,17 +31,18 @@ def deq_update(eps:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, noise:tor
     view = (-1,) + (1,) * x_T.ndim                                       # broadcast (T,) over (T, B, *dims)
     d = c1.view(view) * eps                                              # Eq. (22): c_1^{(j)} ε^{(j)}
     if noise is not None: d = d + s.sigma.view(view) * noise             # Eq. (23): + σ_j ε_j
-    w = d / s.abar_prev.sqrt().view(view)                                # d_j / sqrt(a_{j-1})
+    a = s.chain_abar.view(view)                                         # a_k: ᾱ of x_k along the chain (= abar_prev[k])
+    w = d / a.sqrt()                                                     # d_j / sqrt(a_{j-1})
     tail = w.flip(0).cumsum(0).flip(0)                                   # tail[k] = Σ_{j=k+1}^{T} d_j / sqrt(a_{j-1})
-    # Eq. (10): x_k = sqrt(a_k) (x_T / sqrt(a_T) + tail[k]),  a_k = abar_prev[k]
-    return s.abar_prev.sqrt().view(view) * (x_T / s.abar[-1].sqrt() + tail)
+    # Eq. (10): x_k = sqrt(a_k) (x_T / sqrt(a_T) + tail[k])
+    return a.sqrt() * (x_T / s.abar[-1].sqrt() + tail)
 
 def deq_eps(eps_model, xs:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, check:bool=True) -> torch.Tensor:
     "ε at x_1 … x_T in one batched call of T·B images: returns (T, B, *dims); entry i-1 is ε at x_i."
     T, B = len(sched), len(x_T)
     inp = torch.cat([xs[1:], x_T[None]], 0)                               # x_1 … x_T: (T, B, *dims)
     t = sched.t.to(x_T.device).repeat_interleave(B)                      # (T·B,) state-major, like inp
-    return call_eps(eps_model, inp.reshape(T * B, *x_T.shape[1:]), t, check).reshape(inp.shape)
+    return call_eps(eps_model, inp.reshape(T * B, *x_T.shape[1:]), t, check, sched).reshape(inp.shape)
 
 def deq_map(eps_model, xs:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, noise:torch.Tensor|None=None,
             *, check:bool=True) -> torch.Tensor:

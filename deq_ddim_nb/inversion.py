@@ -19,14 +19,14 @@ from .schedules import DDIMSchedule
 from .ddim import call_eps, check_noise, check_schedule, check_state, ddim_invert, ddim_sample, draw_noise
 from .deq import deq_map, deq_sample, deq_update
 from .solvers import get_solver
-from .io import load_target, to_png, save_inversion   # file I/O: the appendix on files and images
+from .files import load_target, to_png, save_inversion   # file I/O: the appendix on files and images
 
 # %% auto #0
 __all__ = ['METHODS', 'GRADS', 'INITS', 'DEQ_SOLVER', 'IFT_SOLVER', 'image_loss', 'phantom_step', 'ift_grad', 'ChunkedEps',
            'InversionResult', 'deterministic', 'invert', 'load_target', 'to_png', 'save_inversion']
 
 # %% ../nbs/08_inversion.ipynb #f393b5cb
-_all_ = ['load_target', 'to_png', 'save_inversion']   # defined in deq_ddim_nb.io, importable from here too
+_all_ = ['load_target', 'to_png', 'save_inversion']   # defined in deq_ddim_nb.files, importable from here too
 
 # %% ../nbs/08_inversion.ipynb #107255e7
 METHODS = ("deq", "bptt", "ode")
@@ -41,7 +41,7 @@ def image_loss(x_0:torch.Tensor, x_target:torch.Tensor) -> torch.Tensor:
 def _injection(eps_model, x_T:torch.Tensor, sched:DDIMSchedule) -> torch.Tensor:
     "The part of h̃(x*; x_T) that depends on x_T when x* is held fixed: Eq. (10)'s x_T term plus the ε at x_T, (T, B, *dims)."
     T = len(sched)
-    eps_T = call_eps(eps_model, x_T, sched.t[-1:].to(x_T.device).expand(len(x_T)))   # ONE call, B images
+    eps_T = call_eps(eps_model, x_T, sched.t[-1:].to(x_T.device).expand(len(x_T)), sched=sched)   # ONE call, B images
     eps = torch.cat([x_T.new_zeros((T - 1, *x_T.shape)), eps_T[None]])             # ε at x_1 … x_{T-1}: held fixed (0 here)
     return deq_update(eps, x_T, sched)                                               # linear in (eps, x_T)
 

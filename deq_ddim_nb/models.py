@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .schedules import make_betas, make_abar, DDIMSchedule
-from .io import read_json, check_sample_shape, check_noise_schedule   # config files: the files appendix
+from .files import read_json, check_sample_shape, check_noise_schedule   # config files: the files appendix
 from .toy import digits_data
 
 # %% auto #0

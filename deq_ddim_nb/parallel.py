@@ -43,7 +43,7 @@ def coarse_init(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, K:int, noise:to
     eps, xs = None, None
     for top in tops:
         x = x_T if top == T else xs[top]                                       # (B, *dims)
-        e = call_eps(eps_model, x, sched.t[top - 1].to(x_T.device).expand(len(x_T)), check)
+        e = call_eps(eps_model, x, sched.t[top - 1].to(x_T.device).expand(len(x_T)), check, sched)
         if eps is None: eps = e.expand(T, *x_T.shape).clone()
         eps[:top] = e                                                          # eps[i-1] is ε at x_i: constant below `top`
         xs = deq_update(eps, x_T, sched, noise)                                # Eq. (10)/(23) for all states
@@ -126,7 +126,7 @@ def window_sample(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, *, window:int
             verify = hi == 0                                               # all frozen: one full round checks them
             lo, top = (0, T) if verify else (max(hi - p, 0), hi)           # this round updates x_lo … x_{top-1}
             inp = torch.cat([xs, x_T[None]])[lo + 1:top + 1]               # ε at x_{lo+1} … x_top: (top-lo, B, *dims)
-            e = call_eps(model, inp.reshape(-1, *x_T.shape[1:]), s.t[lo:top].repeat_interleave(B), check).reshape(inp.shape)
+            e = call_eps(model, inp.reshape(-1, *x_T.shape[1:]), s.t[lo:top].repeat_interleave(B), check, s).reshape(inp.shape)
             if eps is None: eps = e[:1].expand(T, *x_T.shape).clone()
             eps[lo:top] = e
             if lo > 0: eps[:lo] = e[0]                                     # below the window: ε held constant

@@ -11,28 +11,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 import numpy as np
 import torch
+from .checks import check_bool, check_choice, check_int, check_number
+
 
 # %% auto #0
-__all__ = ['BETA_SCHEDULES', 'SKIPS', 'check_betas', 'make_betas', 'make_abar', 'quad_timesteps_original', 'make_timesteps',
-           'ddim_sigma', 'DDIMSchedule']
+__all__ = ['BETA_SCHEDULES', 'SKIPS', 'SAMPLERS', 'PREDICTION_TYPES', 'MIN_ABAR', 'SCHEDULER_KEYS', 'check_betas', 'make_betas',
+           'make_abar', 'quad_timesteps_original', 'make_timesteps', 'prev_timesteps', 'ddim_sigma', 'DDIMSchedule',
+           'schedule_kwargs']
 
 # %% ../nbs/00_schedules.ipynb #012cd66a
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-
-def _check_int(name, v, lo=None, hi=None):
-    "`v` as a Python int (numpy integers accepted), else a TypeError/ValueError naming `name`."
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__} ({v!r})")
-    if lo is not None and v < lo: raise ValueError(f"{name} must be >= {lo}, got {v}")
-    if hi is not None and v > hi: raise ValueError(f"{name} must be <= {hi}, got {v}")
-    return int(v)
-
-def _check_float(name, v):
-    "`v` as a finite Python float (numpy scalars accepted), else a TypeError/ValueError naming `name`."
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__} ({v!r})")
-    if not math.isfinite(v): raise ValueError(f"{name} must be finite, got {v}")
-    return float(v)
 
 def check_betas(betas, n_train:int|None=None, name:str="trained_betas") -> torch.Tensor:
     "Explicit β_1 … β_N as a float64 tensor `(N,)`: one finite value in (0, 1) per training step (N = `n_train` if given)."
@@ -52,8 +40,8 @@ def check_betas(betas, n_train:int|None=None, name:str="trained_betas") -> torch
 def make_betas(n_train:int=1000, beta_start:float=1e-4, beta_end:float=0.02,
                beta_schedule:str="linear", dtype=torch.float64) -> torch.Tensor:
     "β_1 … β_N of the training noise schedule, shape `(n_train,)`."
-    n_train = _check_int("n_train", n_train, lo=1)
-    beta_start, beta_end = _check_float("beta_start", beta_start), _check_float("beta_end", beta_end)
+    n_train = check_int("n_train", n_train, lo=1)
+    beta_start, beta_end = check_number("beta_start", beta_start), check_number("beta_end", beta_end)
     if not (0 < beta_start <= beta_end < 1):
         raise ValueError(f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}")
     if beta_schedule == "linear":
@@ -70,29 +58,52 @@ def make_abar(betas:torch.Tensor) -> torch.Tensor:
     "ᾱ_t = ∏_{s≤t} (1 − β_s), shape `(n_train,)` (the DDIM/DEQ papers' α_t)."
     return torch.cumprod(1 - betas, 0)
 
+
 # %% ../nbs/00_schedules.ipynb #87cadd34
-SKIPS = ("uniform", "quad")
+SKIPS = ("uniform", "quad", "trailing", "linspace")
 
 def quad_timesteps_original(T:int, n_train:int=1000) -> np.ndarray:
     "The `quad` subsequence exactly as the DDIM code computes it (it may repeat timesteps)."
     return (np.linspace(0, np.sqrt(n_train * 0.8), T) ** 2).astype(int)
 
-def make_timesteps(T:int, skip:str="uniform", n_train:int=1000) -> torch.Tensor:
-    "Strictly increasing training timesteps `t` of shape `(T,)`; `t[i-1]` belongs to state `x_i`."
-    n_train = _check_int("n_train", n_train, lo=1)
-    T = _check_int("T", T, lo=1, hi=n_train)
+def make_timesteps(T:int, skip:str="uniform", n_train:int=1000, steps_offset:int=0) -> torch.Tensor:
+    """Strictly increasing training timesteps `t` of shape `(T,)`; `t[i-1]` belongs to state `x_i`. `uniform` is
+    diffusers' `leading` spacing (shifted by `steps_offset`), `trailing` and `linspace` are diffusers' other two."""
+    n_train = check_int("n_train", n_train, lo=1)
+    T = check_int("T", T, lo=1, hi=n_train)
+    steps_offset = check_int("steps_offset", steps_offset, lo=0)
+    if steps_offset and skip != "uniform":
+        raise ValueError(f"steps_offset shifts the 'uniform' (leading) subsequence only, got steps_offset={steps_offset} with skip={skip!r}")
     if skip == "uniform":
-        t = np.arange(T) * (n_train // T)
+        t = np.arange(T) * (n_train // T) + steps_offset
+        if t[-1] >= n_train:
+            raise ValueError(f"steps_offset={steps_offset} moves the last timestep to {t[-1]}, past the last training step {n_train - 1}")
     elif skip == "quad":
         q = quad_timesteps_original(T, n_train)
         # fix the repeats: lift each timestep to at least one above its predecessor,
         # t_i = max_{j<=i} (q_j + i - j), computed as a running maximum of q_j - j.
         i = np.arange(T)
         t = np.maximum.accumulate(q - i) + i
+    elif skip == "trailing":   # diffusers: round(arange(N, 0, -N/T)) - 1, the noisiest state at N - 1
+        t = (np.round(np.arange(n_train, 0, -n_train / T)).astype(np.int64) - 1)[::-1]
+    elif skip == "linspace":   # diffusers: round(linspace(0, N - 1, T))
+        t = np.linspace(0, n_train - 1, T).round().astype(np.int64)
     else:
         raise ValueError(f"skip must be one of {SKIPS}, got {skip!r}")
-    assert t[-1] < n_train and (np.diff(t) > 0).all()
-    return torch.as_tensor(t, dtype=torch.long)
+    if len(t) != T or t[0] < 0 or t[-1] >= n_train or not (np.diff(t) > 0).all():
+        raise ValueError(f"skip={skip!r} gives no {T} distinct timesteps in [0, {n_train}) (got {len(np.unique(t))})")
+    return torch.as_tensor(np.array(t, dtype=np.int64))
+
+SAMPLERS = ("ddim", "ddpm")
+
+def prev_timesteps(t:torch.Tensor, skip:str="uniform", n_train:int=1000, sampler:str="ddim") -> torch.Tensor:
+    """The training timestep each step goes to, per state `(T,)`, -1 for the clean image. diffusers' `DDIMScheduler` steps
+    from t to t − ⌊N/T⌋; its `DDPMScheduler` (and the `quad` subsequence) to the previous entry of `t`. The two agree for
+    `uniform`; for `trailing` and `linspace` they differ when T does not divide N, and then a DDIM step ends at a ᾱ that
+    is not the next state's own."""
+    if skip == "quad" or sampler == "ddpm": return torch.cat([t.new_full((1,), -1), t[:-1]])
+    return (t - n_train // len(t)).clamp(min=-1)
+
 
 # %% ../nbs/00_schedules.ipynb #97c4691a
 def ddim_sigma(abar:torch.Tensor, abar_prev:torch.Tensor, eta:float) -> torch.Tensor:
@@ -100,76 +111,172 @@ def ddim_sigma(abar:torch.Tensor, abar_prev:torch.Tensor, eta:float) -> torch.Te
     return eta * torch.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
 
 # %% ../nbs/00_schedules.ipynb #0de5e1fe
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+MIN_ABAR = 1e-12   # ᾱ below this at a sampled state: the signal √ᾱ x_0 is lost under the noise, and the step divides by √ᾱ
+
 @dataclass(frozen=True)
 class DDIMSchedule:
-    "Timesteps and coefficients of a T-step DDIM sampling run (see `DDIMSchedule.make`)."
+    "Timesteps and coefficients of a T-step DDIM sampling run (see `DDIMSchedule.make` and `DDIMSchedule.from_config`)."
     t: torch.Tensor          # (T,) long, strictly increasing; t[i-1] is the training timestep of x_i
     abar: torch.Tensor       # (T,) ᾱ at t (the papers' α_t); abar[i-1] belongs to x_i
-    abar_prev: torch.Tensor  # (T,) ᾱ of the state one step cleaner; abar_prev[0] == 1 (x_0)
+    abar_prev: torch.Tensor  # (T,) ᾱ the step x_i -> x_{i-1} steps to; abar_prev[0] is 1 (x_0), or ᾱ_0 without set_alpha_to_one
     sigma: torch.Tensor      # (T,) σ(η) of Eq. (20); zeros when eta == 0
     eta: float = 0.0
     skip: str = "uniform"
     n_train: int = 1000
+    prediction_type: str = "epsilon"       # what the model returns: ε, v, or x̂_0 (converted to ε by `output_to_eps`)
+    clip_sample: float|None = None         # clip x̂_0 to [-clip_sample, clip_sample] in every step (diffusers' clip_sample)
+    use_clipped_model_output: bool = False # with clip_sample: recompute ε from the clipped x̂_0 (what DDPMScheduler does)
+    sampler: str = "ddim"                  # whose step rule: diffusers' DDIMScheduler or DDPMScheduler (see prev_timesteps)
 
     @classmethod
     def make(cls, T:int, *, skip:str="uniform", eta:float=0.0, n_train:int=1000, beta_start:float=1e-4,
-             beta_end:float=0.02, beta_schedule:str="linear", trained_betas=None,
-             dtype=torch.float64) -> "DDIMSchedule":
-        "A T-step schedule over a model trained with `n_train` steps of the given β schedule (or of explicit `trained_betas`)."
+             beta_end:float=0.02, beta_schedule:str="linear", trained_betas=None, steps_offset:int=0,
+             set_alpha_to_one:bool=True, prediction_type:str="epsilon", clip_sample:float|None=None,
+             use_clipped_model_output:bool=False, sampler:str="ddim", dtype=torch.float64) -> "DDIMSchedule":
+        """A T-step schedule over a model trained with `n_train` steps of the given β schedule (or of explicit
+        `trained_betas`). `skip`: the timestep subsequence (`make_timesteps`); `steps_offset` shifts `uniform`;
+        `set_alpha_to_one=False` makes the last step go to ᾱ_0 instead of 1; `prediction_type` says what the model
+        returns; `clip_sample` clips the predicted x̂_0 in each step to that range (None: no clipping).
+        `sampler="ddpm"` (with eta=1) is diffusers' `DDPMScheduler`: steps to the previous timestep of the list, to ᾱ = 1 at
+        the end, and with ε recomputed from a clipped x̂_0."""
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
-        if isinstance(eta, (str, bytes, bool)) or eta is None: raise TypeError(f"eta must be a number, got {eta!r}")
-        try: eta = float(eta)
-        except (TypeError, ValueError): raise TypeError(f"eta must be a number, got {eta!r}") from None
-        if not math.isfinite(eta) or eta < 0: raise ValueError(f"eta must be >= 0, got {eta}")
-        n_train = _check_int("n_train", n_train, lo=1)
-        t = make_timesteps(T, skip, n_train)
+        eta = check_number("eta", eta, lo=0)
+        n_train = check_int("n_train", n_train, lo=1)
+        set_alpha_to_one = check_bool("set_alpha_to_one", set_alpha_to_one)
+        use_clipped_model_output = check_bool("use_clipped_model_output", use_clipped_model_output)
+        prediction_type = check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        if clip_sample is not None: clip_sample = check_number("clip_sample", clip_sample, lo=0, lo_open=True)
+        sampler = check_choice("sampler", sampler, SAMPLERS)
+        if sampler == "ddpm":
+            if eta != 1: raise ValueError(f"sampler='ddpm' is the DDPM posterior, eta = 1; got eta={eta}")
+            if not set_alpha_to_one: raise ValueError("sampler='ddpm' ends at ᾱ = 1: set_alpha_to_one=False is a DDIM option")
+            use_clipped_model_output = True
+        t = make_timesteps(T, skip, n_train, steps_offset)
         # explicit betas (a diffusers `trained_betas`) replace the parametric schedule
         betas = (check_betas(trained_betas, n_train) if trained_betas is not None
                  else make_betas(n_train, beta_start, beta_end, beta_schedule))
         abar_all = make_abar(betas)
+        final = torch.ones(1, dtype=abar_all.dtype) if set_alpha_to_one else abar_all[:1]
         abar = abar_all[t]
-        abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
+        prev = prev_timesteps(t, skip, n_train, sampler)
+        abar_prev = torch.where(prev >= 0, abar_all[prev.clamp(min=0)], final)
+        if not bool((abar >= MIN_ABAR).all()):
+            i = int(torch.nonzero(abar < MIN_ABAR)[0]) + 1
+            src = "trained_betas" if trained_betas is not None else f"beta_start={beta_start}, beta_end={beta_end}"
+            raise ValueError(f"the noise schedule ({src}) leaves no signal: ᾱ = {float(abar[i - 1]):.2e} < {MIN_ABAR:g} at state "
+                             f"x_{i} (timestep {int(t[i - 1])}); the DDIM step divides by sqrt(ᾱ). Use smaller betas")
         sigma = ddim_sigma(abar, abar_prev, eta)
         room = 1 - abar_prev - sigma ** 2
         if (room < -1e-12).any():
             i = int(torch.nonzero(room < -1e-12)[0]) + 1
             raise ValueError(f"eta={eta} is too large for this schedule: sigma^2 exceeds 1 - abar_prev at state x_{i} "
                              f"(timestep {int(t[i-1])}); eta <= 1 always works")
-        return cls(t=t, abar=abar.to(dtype), abar_prev=abar_prev.to(dtype), sigma=sigma.to(dtype),
-                   eta=eta, skip=str(skip), n_train=n_train)
+        return cls(t=t, abar=abar.to(dtype), abar_prev=abar_prev.to(dtype), sigma=sigma.to(dtype), eta=eta, skip=str(skip),
+                   n_train=n_train, prediction_type=prediction_type, clip_sample=clip_sample,
+                   use_clipped_model_output=use_clipped_model_output, sampler=sampler)
 
     @classmethod
     def from_config(cls, T:int, config:dict, **kwargs) -> "DDIMSchedule":
-        """A schedule matching a model's training noise schedule: `config` as in `load_model(...).config`,
-        or a diffusers `scheduler_config.json` (`num_train_timesteps`, `trained_betas` are understood)."""
-        cfg = _schedule_config(config)
-        return cls.make(T, **cfg, **kwargs)
+        """The schedule a checkpoint was trained with, sampled as diffusers' `DDIMScheduler` would: `config` as in
+        `load_model(...).config`, or a diffusers `scheduler_config.json` (DDIM or DDPM). Every key that changes the
+        timesteps or the coefficients is honoured or refused by name (`SCHEDULER_KEYS`); `kwargs` (arguments of `make`)
+        override the config."""
+        return cls.make(T, **{**schedule_kwargs(config), **kwargs})
 
     @property
     def T(self) -> int: return len(self.t)
     def __len__(self): return len(self.t)
+
+    @property
+    def chain_abar(self) -> torch.Tensor:
+        """ᾱ of x_0 … x_{T-1} along the chain (T,): the product of the step ratios ᾱ_prev/ᾱ from x_T down, times ᾱ_T. It is
+        `abar_prev` exactly when each step starts where the previous one ended (abar_prev[i] == abar[i-1]); Eq. (10) uses it."""
+        m = self.abar_prev[1:] / self.abar[:-1]                       # (T-1,): exactly 1 where the chain is consistent
+        after = torch.cat([m.flip(0).cumprod(0).flip(0), m.new_ones(1)])   # after[k] = ∏_{j>k} m[j-1]
+        return self.abar_prev * after
+
+    def output_to_eps(self, out:torch.Tensor, x:torch.Tensor, t:torch.Tensor) -> torch.Tensor:
+        """The ε that Eq. (7) / (20) needs, from a model output `out` at states `x` (N, *dims) and training timesteps `t` (N,)
+        of this schedule: `out` itself for an ε-model, converted for `v_prediction` or `sample`, and, with `clip_sample`,
+        the ε for which Eq. (7) makes the same step as diffusers' clipped update."""
+        if self.prediction_type == "epsilon" and self.clip_sample is None: return out
+        idx = torch.searchsorted(self.t.to(t.device), t.contiguous())
+        if bool((idx >= len(self.t)).any()) or not torch.equal(self.t.to(t.device)[idx.clamp(max=len(self.t) - 1)], t):
+            raise ValueError(f"output_to_eps: timesteps {sorted(set(t.tolist()))[:8]} are not all timesteps of this schedule")
+        view = (-1,) + (1,) * (x.ndim - 1)
+        pick = lambda v: v.to(device=x.device, dtype=x.dtype)[idx].view(view)
+        a = pick(self.abar)
+        if self.prediction_type == "epsilon": eps, x0 = out, None
+        elif self.prediction_type == "v_prediction":
+            eps, x0 = a.sqrt() * out + (1 - a).sqrt() * x, a.sqrt() * x - (1 - a).sqrt() * out   # ε = √ᾱ v + √(1-ᾱ) x_t
+        else: eps, x0 = (x - a.sqrt() * out) / (1 - a).sqrt(), out                               # ε = (x_t - √ᾱ x̂_0) / √(1-ᾱ)
+        if self.clip_sample is None: return eps
+        x0_eps = (x - (1 - a).sqrt() * eps) / a.sqrt()                 # Eq. (7)'s x̂_0 of this ε
+        x0c = (x0_eps if x0 is None else x0).clamp(-self.clip_sample, self.clip_sample)
+        if self.use_clipped_model_output: return (x - a.sqrt() * x0c) / (1 - a).sqrt()   # its x̂_0 is x0c itself
+        # diffusers' step is √ᾱ_prev x̂_0c + √(1-ᾱ_prev-σ²) ε; as Eq. (7) it is r x + c_1 ε_eff with ε_eff below (c_1 < 0)
+        ap, sg = pick(self.abar_prev), pick(self.sigma)
+        c1 = (1 - ap - sg ** 2).clamp(min=0).sqrt() - (ap * (1 - a) / a).sqrt()
+        return eps + ap.sqrt() * (x0c - x0_eps) / c1
 
     def to(self, device=None, dtype=None) -> "DDIMSchedule":
         "Move the coefficients to `device` / cast them to `dtype` (timesteps stay long)."
         cv = lambda v: v.to(device=device, dtype=dtype)
         return replace(self, t=self.t.to(device), abar=cv(self.abar), abar_prev=cv(self.abar_prev), sigma=cv(self.sigma))
 
-def _schedule_config(config) -> dict:
-    "The noise-schedule keys of a model or diffusers config, validated; every error names the key."
+#| export
+# diffusers' DDIMScheduler / DDPMScheduler keys that change the timesteps or the coefficients, and what happens to them
+SCHEDULER_KEYS = {
+    "num_train_timesteps": "n_train", "beta_start": "beta_start", "beta_end": "beta_end", "beta_schedule": "beta_schedule",
+    "trained_betas": "trained_betas", "timestep_spacing": "skip (leading = uniform, trailing, linspace)",
+    "steps_offset": "steps_offset (leading only, as diffusers)", "set_alpha_to_one": "set_alpha_to_one (DDIM)",
+    "prediction_type": "prediction_type", "clip_sample": "clip_sample (with clip_sample_range)",
+    "clip_sample_range": "the clip range", "thresholding": "refused when true", "rescale_betas_zero_snr": "refused when true",
+    "variance_type": "fixed_small and fixed_small_log (σ(η) of Eq. 20) honoured, others refused (DDPM)",
+}
+_DIFFUSERS_DEFAULTS = dict(timestep_spacing="leading", steps_offset=0, set_alpha_to_one=True, prediction_type="epsilon",
+                           clip_sample=True, clip_sample_range=1.0, thresholding=False, rescale_betas_zero_snr=False,
+                           variance_type="fixed_small")
+_SPACINGS = {"leading": "uniform", "trailing": "trailing", "linspace": "linspace"}
+
+def schedule_kwargs(config) -> dict:
+    """The arguments of `DDIMSchedule.make` that a model config or a diffusers scheduler config asks for; every error names
+    the key. A diffusers config (one with `num_train_timesteps` or `_class_name`) gets diffusers' defaults for missing
+    keys (`clip_sample` is on by default there); a config of this package's models has no clipping and ε outputs."""
     if not isinstance(config, Mapping): raise TypeError(f"config must be a dict, got {type(config).__name__}")
     cfg = dict(config)
-    if cfg.get("n_train") is None and cfg.get("num_train_timesteps") is not None:   # diffusers' name
-        cfg["n_train"] = cfg["num_train_timesteps"]
+    key = lambda k: f"config[{k!r}]"
+    diffusers = any(k in cfg for k in ("num_train_timesteps", "_class_name", "_diffusers_version"))
+    if diffusers: cfg = {**_DIFFUSERS_DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+    if cfg.get("n_train") is None and cfg.get("num_train_timesteps") is not None: cfg["n_train"] = cfg["num_train_timesteps"]
+    nk = "n_train" if "n_train" in config else "num_train_timesteps"
     out = {}
-    if cfg.get("n_train") is not None: out["n_train"] = _check_int("config['n_train']", cfg["n_train"], lo=1)
+    if cfg.get("n_train") is not None: out["n_train"] = check_int(key(nk), cfg["n_train"], lo=1)
     for k in ("beta_start", "beta_end"):
-        if cfg.get(k) is not None: out[k] = _check_float(f"config['{k}']", cfg[k])
+        if cfg.get(k) is not None: out[k] = check_number(key(k), cfg[k])
     if cfg.get("beta_schedule") is not None:
-        if cfg["beta_schedule"] not in BETA_SCHEDULES:
-            raise ValueError(f"config['beta_schedule'] must be one of {BETA_SCHEDULES}, got {cfg['beta_schedule']!r}")
-        out["beta_schedule"] = cfg["beta_schedule"]
+        out["beta_schedule"] = check_choice(key("beta_schedule"), cfg["beta_schedule"], BETA_SCHEDULES)
     if cfg.get("trained_betas") is not None:
-        b = check_betas(cfg["trained_betas"], out.get("n_train"), name="config['trained_betas']")
+        b = check_betas(cfg["trained_betas"], out.get("n_train"), name=key("trained_betas"))
         out["trained_betas"], out["n_train"] = b, len(b)
+    if cfg.get("timestep_spacing") is not None:
+        out["skip"] = _SPACINGS[check_choice(key("timestep_spacing"), cfg["timestep_spacing"], tuple(_SPACINGS))]
+    if cfg.get("steps_offset") and out.get("skip", "uniform") == "uniform":      # diffusers ignores it for trailing, linspace
+        out["steps_offset"] = check_int(key("steps_offset"), cfg["steps_offset"], lo=0)
+    if cfg.get("set_alpha_to_one") is not None: out["set_alpha_to_one"] = check_bool(key("set_alpha_to_one"), cfg["set_alpha_to_one"])
+    if cfg.get("prediction_type") is not None:
+        out["prediction_type"] = check_choice(key("prediction_type"), cfg["prediction_type"], PREDICTION_TYPES)
+    for k, why in (("thresholding", "dynamic thresholding of x̂_0 (a per-image quantile) is not implemented"),
+                   ("rescale_betas_zero_snr", "a zero terminal SNR makes ᾱ_T = 0, and Eq. (10) divides by sqrt(ᾱ_T)")):
+        if cfg.get(k) is not None and check_bool(key(k), cfg[k]): raise ValueError(f"{key(k)} = True is not supported: {why}")
+    if cfg.get("variance_type") is not None:
+        vt = cfg["variance_type"]
+        if vt not in ("fixed_small", "fixed_small_log"):
+            raise ValueError(f"{key('variance_type')} must be 'fixed_small' or 'fixed_small_log' (σ(η) of Eq. 20; η = 1 is "
+                             f"DDPM's posterior variance), got {vt!r}")
+    if cfg.get("clip_sample") is not None and check_bool(key("clip_sample"), cfg["clip_sample"]):
+        out["clip_sample"] = check_number(key("clip_sample_range"), cfg.get("clip_sample_range", 1.0), lo=0, lo_open=True)
     return out
+

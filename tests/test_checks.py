@@ -127,7 +127,7 @@ def test_non_integer_T_still_rejected(bad, exc):
 
 @pytest.mark.parametrize("bad", ["0.5", None, True, 1 + 1j])
 def test_non_number_eta_rejected(bad):
-    with pytest.raises(TypeError, match="eta must be a number"):
+    with pytest.raises(TypeError, match="eta must be a real number"):
         DDIMSchedule.make(5, eta=bad)
 
 
@@ -185,13 +185,13 @@ def test_non_numeric_trained_betas_rejected():
 
 @pytest.mark.parametrize("cfg,exc,msg", [
     (dict(beta_schedule="sigmoid"), ValueError, r"config\['beta_schedule'\] must be one of"),
-    (dict(beta_schedule=3), ValueError, r"config\['beta_schedule'\] must be one of"),
+    (dict(beta_schedule=3), TypeError, r"config\['beta_schedule'\] must be one of"),
     (dict(beta_start="1e-4"), TypeError, r"config\['beta_start'\] must be a real number"),
     (dict(beta_end=[0.02]), TypeError, r"config\['beta_end'\] must be a real number"),
     (dict(beta_end=float("nan")), ValueError, r"config\['beta_end'\] must be finite"),
     (dict(n_train="1000"), TypeError, r"config\['n_train'\] must be an int"),
     (dict(n_train=1000.0), TypeError, r"config\['n_train'\] must be an int"),
-    (dict(num_train_timesteps=0), ValueError, r"config\['n_train'\] must be >= 1"),
+    (dict(num_train_timesteps=0), ValueError, r"config\['num_train_timesteps'\] must be >= 1"),
     (dict(n_train=-5), ValueError, r"config\['n_train'\] must be >= 1"),
 ])
 def test_bad_config_values_name_the_key(cfg, exc, msg):

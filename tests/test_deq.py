@@ -345,7 +345,7 @@ def test_chunked_eps_equals_one_call(digits_model):
     t = torch.arange(50) * 20
     ref = digits_model(x, t)
     for cap in (1, 7, 50, 64):
-        assert torch.allclose(ChunkedEps(digits_model, cap)(x, t), ref, rtol=0, atol=1e-13)
+        assert rel(ChunkedEps(digits_model, cap)(x, t), ref) < 1e-14   # BLAS may sum another batch size in another order
 
 
 @pytest.mark.parametrize("eta", [0.0, 0.7])

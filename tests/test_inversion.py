@@ -277,9 +277,9 @@ def test_unconverged_adjoint_warns(gm):
                backward_kwargs=dict(solver="picard", max_iter=2, tol=1e-12))
 
 
-def test_io_names_still_importable_from_inversion():
+def test_file_names_still_importable_from_inversion():
     from deq_ddim_nb.inversion import load_target, save_inversion, to_png
-    from deq_ddim_nb import io
+    from deq_ddim_nb import files as io
     assert (load_target, save_inversion, to_png) == (io.load_target, io.save_inversion, io.to_png)
 
 

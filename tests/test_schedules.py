@@ -80,7 +80,7 @@ def test_named_beta_schedules_in_range(schedule):
     (dict(T=10, beta_start="1e-4"), TypeError, "beta_start must be a real number"),
     (dict(T=10, beta_end=float("nan")), ValueError, "beta_end must be finite"),
     (dict(T=10, n_train=1000.0), TypeError, "n_train must be an int"),
-    (dict(T=10, eta="0.5"), TypeError, "eta must be a number"),
+    (dict(T=10, eta="0.5"), TypeError, "eta must be a real number"),
 ])
 def test_bad_schedule_number_types(kw, exc, msg):
     with pytest.raises(exc, match=msg):

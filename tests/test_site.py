@@ -44,12 +44,12 @@ def test_sidebar_matches_notebooks_on_disk():
 
 
 def test_sections_group_by_prefix_and_skip_missing(tmp_path):
-    for n in ("index", "00_a", "01_b", "04_c", "08_inv", "10_w", "course_guide", "12_new", "91_io", "90_checks", "_scratch"):
+    for n in ("index", "00_a", "01_b", "04_c", "08_inv", "10_w", "course_guide", "12_new", "91_files", "90_checks", "_scratch"):
         (tmp_path / f"{n}.ipynb").write_text("{}")
     got = {s: [p.name for p in g] for s, g in bs.sections(tmp_path)}
     assert got == {"Foundations": ["index.ipynb", "00_a.ipynb", "01_b.ipynb"], "DEQ sampling": ["04_c.ipynb"],
                    "Inversion": ["08_inv.ipynb"], "Explore": ["10_w.ipynb", "course_guide.ipynb"],
-                   "Appendix": ["90_checks.ipynb", "91_io.ipynb"], "More": ["12_new.ipynb"]}
+                   "Appendix": ["90_checks.ipynb", "91_files.ipynb"], "More": ["12_new.ipynb"]}
     assert list(got)[-2:] == ["Appendix", "More"]           # the appendix comes after every lesson section
     assert "Scale and performance" not in bs.sidebar_yaml(tmp_path) and "_scratch" not in bs.sidebar_yaml(tmp_path)
 

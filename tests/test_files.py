@@ -1,11 +1,11 @@
-"deq_ddim_nb.io: reading inversion targets (every bad input is a clear error) and publishing files without clobbering."
+"deq_ddim_nb.files: reading inversion targets (every bad input is a clear error) and publishing files without clobbering."
 import os, stat, struct, zlib
 import numpy as np
 import pytest
 import torch
 from types import SimpleNamespace
-from deq_ddim_nb import io as dio
-from deq_ddim_nb.io import atomic_write_bytes, load_target, publish_file, save_inversion, temp_path_for, to_png
+from deq_ddim_nb import files as dio
+from deq_ddim_nb.files import atomic_write_bytes, load_target, publish_file, save_inversion, temp_path_for, to_png
 
 ACCEPTED = r"16x16 grayscale image .*\.npy/\.pt tensor of shape \(1,16,16\)"
 
