@@ -167,6 +167,10 @@ class DDIMSchedule:
             src = "trained_betas" if trained_betas is not None else f"beta_start={beta_start}, beta_end={beta_end}"
             raise ValueError(f"the noise schedule ({src}) leaves no signal: ᾱ = {float(abar[i - 1]):.2e} < {MIN_ABAR:g} at state "
                              f"x_{i} (timestep {int(t[i - 1])}); the DDIM step divides by sqrt(ᾱ). Use smaller betas")
+        if clip_sample is not None and bool((abar_prev == abar).any()):
+            raise ValueError("clip_sample with a zero-size step (set_alpha_to_one=False ends the step from timestep 0 at ᾱ_0 "
+                             "itself): that step would only clip x̂_0, which Eq. (7) cannot express; use steps_offset=1 or "
+                             "set_alpha_to_one=True")
         sigma = ddim_sigma(abar, abar_prev, eta)
         room = 1 - abar_prev - sigma ** 2
         if (room < -1e-12).any():
