@@ -1,7 +1,9 @@
 """Numbers in prose come from outputs, and no words of the build process reach the reader.
 
-Every number quoted in a notebook's markdown must equal, at its quoted precision, a number that appears in the same
-notebook's code or outputs (a printed result, a generated `Markdown(f"...")` sentence, a constant in code). References
+Every number quoted in a notebook's markdown must equal, at its quoted precision, a number that the reader sees right
+beside it: in the output of the nearest code cell above (a printed result, a generated `Markdown(f"...")` sentence), or in
+the code of the code cells just above and just below (a constant the cell uses). Not anywhere in the notebook: a sentence
+must be backed by the result it describes. References
 (Eq. 10, Fig. 2, Table 3, §3, notebook 08), years, and quotations from the literature wrapped in `<cite>…</cite>` are
 exempt. So when a result changes, the sentence quoting the old value fails here instead of drifting silently.
 """
@@ -22,8 +24,9 @@ MINUS = str.maketrans({"−": "-", "–": "-", "—": "-", "\u202f": " ", "\u00a
 
 # --- what counts as a quoted number -----------------------------------------------------------------------------------
 _REF_WORDS = (r"(?:Eqs?|Equations?|Figs?|Figures?|Tables?|Tabs?|§|Sections?|Sec|Lectures?|Algorithms?|Alg|Appendix|"
-              r"Appendices|[Ee]xercises?|[Nn]otebooks?|[Ss]teps? \d+ of|[Pp]art|[Cc]hapter|Lemma|Theorem|Prop)")
-_REF = re.compile(_REF_WORDS + r"\.?\s*\(?\s*[0-9]+(?:\s*(?:[,/–\-]|and|to|&|\)?\s*\(|or)\s*\(?[0-9]+)*\)?")
+              r"Appendices|[Ee]xercises?|[Nn]otebooks?|[Ss]teps?|[Pp]art|[Cc]hapter|Lemma|Theorem|Prop)")
+_NUMREF = r"\(?\s*[0-9]+[a-z]?\s*\)?"
+_REF = re.compile(_REF_WORDS + r"\.?\s*" + _NUMREF + r"(?:\s*(?:[,/–\-→]|->|and|to|&|or)?\s*(?:and\s+)?" + _NUMREF + r")*")
 _NUM = re.compile(
     r"(?<![A-Za-z_0-9.])"
     r"(?P<mant>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+(?:\.[0-9]+)?)"
@@ -70,7 +73,7 @@ def quoted_numbers(md: str) -> list[tuple[str, float, float, bool]]:
         p = int(m.group("p")); out.append((m.group(0), 10.0 ** p, 0.5 * 10.0 ** p, False))
     for m in re.finditer(r"(?<![0-9.])10([⁻⁺]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)", prose):
         p = int(m.group(1).translate(SUP)); out.append((m.group(0), 10.0 ** p, 0.5 * 10.0 ** p, False))
-    return [o for o in out if o is not None]
+    return [o for o in out if o is not None and o[1] not in (0.0, 1.0)]   # 0 and 1 are words ("η > 0", "one step")
 
 
 def _parse(m) -> tuple[str, float, float, bool]:
@@ -95,12 +98,9 @@ def _output_text(o: dict) -> str:
                    for k in ("text/plain", "text/markdown", "text/html", "text/latex") if k in data)
 
 
-def pool(nb: dict) -> list[float]:
-    text = []
-    for c in nb["cells"]:
-        if c["cell_type"] != "code": continue
-        text.append("".join(c["source"]))
-        text.extend(_output_text(o) for o in c.get("outputs", []))
+def pool_of(texts) -> list[float]:
+    "Every number in `texts` (code and outputs), as absolute values."
+    text = list(texts)
     vals = set()
     for t in text:
         t = t.translate(MINUS)
@@ -119,13 +119,25 @@ def backed(value: float, half: float, vals: list[float], pct: bool = False) -> b
     return any(abs(p - v) <= tol for p in vals) or (pct and any(abs(p * 100 - v) <= tol for p in vals if p <= 1))
 
 
+def beside(nb: dict, i: int) -> list[str]:
+    "What a reader sees beside markdown cell i: the nearest code cell above (code and outputs) and the next code cell below (code)."
+    cells, texts = nb["cells"], []
+    above = next((c for c in reversed(cells[:i]) if c["cell_type"] == "code"), None)
+    below = next((c for c in cells[i + 1:] if c["cell_type"] == "code"), None)
+    if above is not None:
+        texts.append("".join(above["source"])); texts.extend(_output_text(o) for o in above.get("outputs", []))
+    if below is not None: texts.append("".join(below["source"]))
+    return texts
+
+
 def unbacked(path: Path) -> list[str]:
     nb = json.loads(path.read_text())
-    vals = pool(nb)
     bad = []
     for i, c in enumerate(nb["cells"]):
         if c["cell_type"] != "markdown": continue
+        vals = None
         for text, v, half, pct in quoted_numbers("".join(c["source"])):
+            vals = pool_of(beside(nb, i)) if vals is None else vals
             if not backed(v, half, vals, pct): bad.append(f"cell {i}: {text!r}")
     return bad
 
@@ -133,8 +145,9 @@ def unbacked(path: Path) -> list[str]:
 @pytest.mark.parametrize("nb", NBS, ids=lambda p: p.stem)
 def test_numbers_in_prose_come_from_outputs(nb):
     bad = unbacked(nb)
-    assert not bad, (f"{nb.name}: numbers in markdown that no code or output of the notebook shows (generate the "
-                     f"sentence from the result, print the number, or wrap a literature quote in <cite>): {bad}")
+    assert not bad, (f"{nb.name}: numbers in markdown that the code cell above (code or output) or the code cell below "
+                     f"does not show (generate the sentence from the result, print the number beside it, or wrap a "
+                     f"literature quote in <cite>): {bad}")
 
 
 # --- words of the build process ---------------------------------------------------------------------------------------
@@ -181,6 +194,7 @@ def _nb(md, code="", out=""):
     ("about 5 ms per state", "6.23 ms", False),
     ("18.5 rounds against 23", "18.5 and 23.0", True),
     ("See Eq. 10, Figs. 2 / 10 / 18 and notebook 08 (2024).", "", True),
+    ("the derivation Eq. (7) → (10) and (20) → (23), Eqs. (12), (13) and (17), Eq. (8)–(10), Eq. (10a)", "", True),
     ("<cite>about 7 parallel steps (Tang et al.)</cite>", "", True),
     ("an 8.3% gap", "0.083", True),
     ("an 8.3% gap", "8.3 %", True),
@@ -191,6 +205,18 @@ def test_checker(tmp_path, md, out, ok):
     p = tmp_path / "x.ipynb"
     p.write_text(json.dumps(_nb(md, out=out)))
     assert (not unbacked(p)) == ok
+
+
+def test_checker_looks_beside_the_sentence_not_across_the_notebook(tmp_path):
+    "A number printed three cells away does not back a sentence; the output just above, or the code just below, does."
+    cell = lambda kind, src, out="": ({"cell_type": "code", "source": [src], "outputs": [{"name": "stdout", "text": [out]}]}
+                                      if kind == "code" else {"cell_type": "markdown", "source": [src]})
+    far = {"cells": [cell("code", "", "median 16"), cell("code", "", "median 9"), cell("md", "The median is 16 rounds.")]}
+    near = {"cells": [cell("code", "", "median 9"), cell("md", "The median is 9 rounds."), cell("code", "seeds = range(8)")]}
+    below = {"cells": [cell("md", "Over 8 seeds:"), cell("code", "seeds = range(8)")]}
+    for nb, ok in ((far, False), (near, True), (below, True)):
+        p = tmp_path / "x.ipynb"; p.write_text(json.dumps(nb))
+        assert (not unbacked(p)) == ok
 
 
 def test_process_checker(tmp_path):
