@@ -11,8 +11,8 @@ import math
 import numpy as np
 
 # %% auto #0
-__all__ = ['STATE_DTYPES', 'check_int', 'check_number', 'check_bool', 'check_choice', 'check_state', 'check_noise', 'call_eps',
-           'check_sample_shape', 'check_schedule', 'check_step']
+__all__ = ['STATE_DTYPES', 'check_int', 'check_number', 'check_bool', 'check_choice', 'check_betas', 'check_state', 'check_noise',
+           'call_eps', 'check_sample_shape', 'check_schedule', 'check_step']
 
 # %% ../nbs/90_checks.ipynb #6d28249f
 def check_int(name:str, v, lo:int|None=None, hi:int|None=None) -> int:
@@ -44,6 +44,23 @@ def check_choice(name:str, v, choices) -> str:
     if not isinstance(v, str): raise TypeError(f"{name} must be one of {tuple(choices)}, got {type(v).__name__} ({v!r})")
     if v not in choices: raise ValueError(f"{name} must be one of {tuple(choices)}, got {v!r}")
     return v
+
+# %% ../nbs/90_checks.ipynb #966c7256
+def check_betas(betas, n_train:int|None=None, name:str="trained_betas") -> torch.Tensor:
+    "Explicit β_1 … β_N as a float64 tensor `(N,)`: one finite value in (0, 1) per training step (N = `n_train` if given)."
+    try: b = torch.as_tensor(np.asarray(betas, dtype=np.float64) if not torch.is_tensor(betas) else betas)
+    except (TypeError, ValueError): raise TypeError(f"{name} must be a sequence of numbers, got {type(betas).__name__}") from None
+    if b.is_complex() or not (b.is_floating_point() or b.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {b.dtype}")
+    b = b.to(torch.float64)
+    if b.ndim != 1 or len(b) == 0: raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {tuple(b.shape)}")
+    if n_train is not None and len(b) != n_train:
+        raise ValueError(f"{name} must have one value per training step (n_train = {n_train}), got {len(b)}")
+    if not bool(torch.isfinite(b).all()): raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    if not bool(((b > 0) & (b < 1)).all()):
+        raise ValueError(f"{name} must lie in (0, 1), got values in [{b.min().item():.3g}, {b.max().item():.3g}]")
+    return b
+
 
 # %% ../nbs/90_checks.ipynb #fd006529
 STATE_DTYPES = (torch.float32, torch.float64)
@@ -100,8 +117,9 @@ def check_sample_shape(eps_model, x:torch.Tensor, name:str="x_T") -> torch.Tenso
 
 def check_schedule(sched, deterministic:bool=False, name:str="sched"):
     "`sched` must be a DDIMSchedule; with `deterministic=True` also one with eta = 0 (no injected noise)."
-    from deq_ddim_nb.schedules import DDIMSchedule   # checks is the ground floor: no import of the core at load time
-    if not isinstance(sched, DDIMSchedule):
+    # by its fields, not its class: checks is the ground floor (it imports nothing of the core), and a notebook that
+    # defines DDIMSchedule makes a class of its own
+    if not all(hasattr(sched, f) for f in ("t", "abar", "abar_prev", "sigma", "chain_abar", "output_to_eps")):
         raise TypeError(f"{name} must be a DDIMSchedule (see DDIMSchedule.make), got {type(sched).__name__}")
     if deterministic and bool((sched.sigma != 0).any()):
         raise ValueError(f"{name} must be deterministic (eta = 0) here, got eta={sched.eta}: "

@@ -11,31 +11,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 import numpy as np
 import torch
-from .checks import check_bool, check_choice, check_int, check_number
+from .checks import check_betas, check_bool, check_choice, check_int, check_number
 
 
 # %% auto #0
-__all__ = ['BETA_SCHEDULES', 'SKIPS', 'SAMPLERS', 'PREDICTION_TYPES', 'MIN_ABAR', 'SCHEDULER_KEYS', 'check_betas', 'make_betas',
-           'make_abar', 'quad_timesteps_original', 'make_timesteps', 'prev_timesteps', 'ddim_sigma', 'DDIMSchedule',
+__all__ = ['BETA_SCHEDULES', 'SKIPS', 'SAMPLERS', 'PREDICTION_TYPES', 'MIN_ABAR', 'SCHEDULER_KEYS', 'make_betas', 'make_abar',
+           'quad_timesteps_original', 'make_timesteps', 'prev_timesteps', 'ddim_sigma', 'DDIMSchedule',
            'schedule_kwargs']
 
 # %% ../nbs/00_schedules.ipynb #012cd66a
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-
-def check_betas(betas, n_train:int|None=None, name:str="trained_betas") -> torch.Tensor:
-    "Explicit β_1 … β_N as a float64 tensor `(N,)`: one finite value in (0, 1) per training step (N = `n_train` if given)."
-    try: b = torch.as_tensor(np.asarray(betas, dtype=np.float64) if not torch.is_tensor(betas) else betas)
-    except (TypeError, ValueError): raise TypeError(f"{name} must be a sequence of numbers, got {type(betas).__name__}") from None
-    if b.is_complex() or not (b.is_floating_point() or b.dtype in (torch.int32, torch.int64)):
-        raise TypeError(f"{name} must hold real numbers, got dtype {b.dtype}")
-    b = b.to(torch.float64)
-    if b.ndim != 1 or len(b) == 0: raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {tuple(b.shape)}")
-    if n_train is not None and len(b) != n_train:
-        raise ValueError(f"{name} must have one value per training step (n_train = {n_train}), got {len(b)}")
-    if not bool(torch.isfinite(b).all()): raise ValueError(f"{name} contains non-finite values (NaN or inf)")
-    if not bool(((b > 0) & (b < 1)).all()):
-        raise ValueError(f"{name} must lie in (0, 1), got values in [{b.min().item():.3g}, {b.max().item():.3g}]")
-    return b
 
 def make_betas(n_train:int=1000, beta_start:float=1e-4, beta_end:float=0.02,
                beta_schedule:str="linear", dtype=torch.float64) -> torch.Tensor:
@@ -231,6 +216,9 @@ class DDIMSchedule:
         return replace(self, t=self.t.to(device), abar=cv(self.abar), abar_prev=cv(self.abar_prev), sigma=cv(self.sigma))
 
 #| export
+
+
+# %% ../nbs/00_schedules.ipynb #8ca8e5ea
 # diffusers' DDIMScheduler / DDPMScheduler keys that change the timesteps or the coefficients, and what happens to them
 SCHEDULER_KEYS = {
     "num_train_timesteps": "n_train", "beta_start": "beta_start", "beta_end": "beta_end", "beta_schedule": "beta_schedule",
@@ -283,4 +271,3 @@ def schedule_kwargs(config) -> dict:
     if cfg.get("clip_sample") is not None and check_bool(key("clip_sample"), cfg["clip_sample"]):
         out["clip_sample"] = check_number(key("clip_sample_range"), cfg.get("clip_sample_range", 1.0), lo=0, lo_open=True)
     return out
-

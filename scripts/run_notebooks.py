@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +77,8 @@ def write_back(stem: str, executed: dict) -> None:
     path = NBS / f"{stem}.ipynb"
     nb = nbformat.read(path, as_version=4)
     if len(nb.cells) != len(executed.cells): raise SystemExit(f"{stem}: the notebook changed while it ran; run again")
+    for c in nb.cells:                                      # cells added by a script may lack the id nbformat 4.5 requires
+        if "id" not in c: c["id"] = uuid.uuid4().hex[:8]
     for c, e in zip(nb.cells, executed.cells):
         if c.cell_type == "code":
             c.outputs, c.execution_count = e.outputs, e.execution_count

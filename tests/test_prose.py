@@ -54,6 +54,7 @@ def _strip(md: str) -> tuple[str, str]:
     md = re.sub(r"^\s*(?:[-*+]|\*\*)?\s*\(?[0-9]+[.)]\**\s", " ", md, flags=re.M)   # list / exercise numbering
     md = re.sub(r"\*\*[0-9]+\.\*\*", " ", md)
     md = _REF.sub(" ", md)
+    md = re.sub(r"\b[A-Za-z]+-[0-9]+\b", " ", md)                     # names such as CIFAR-10
     md = re.sub(r"(?<![0-9])(?:19|20)[0-9]{2}(?![0-9])", " ", md)      # years
     md = re.sub(r"(?<![0-9])0[0-9](?:_[a-z]\w*)?(?![0-9.])", " ", md)    # notebook numbers: 04, 08_inversion
     md = re.sub(r"(?<![0-9])9[0-3]_[a-z]\w*", " ", md)
