@@ -19,7 +19,13 @@ __all__ = ['ddim_step', 'draw_noise', 'ddim_sample', 'ddim_coeffs', 'ddim_invert
 from .checks import call_eps, check_noise, check_sample_shape, check_schedule, check_state, check_step
 
 # %% ../nbs/01_ddim.ipynb #24c38b07
-def ddim_step(x, eps, abar, abar_prev, sigma=0.0, noise=None):
+def ddim_step(x:torch.Tensor,               # the state x_t, (B, *dims), float32 or float64
+              eps:torch.Tensor,             # ε at x_t (the ε of Eq. 7), shaped like `x`
+              abar,                         # ᾱ_t of x_t: a number, or a tensor that broadcasts against `x`
+              abar_prev,                    # ᾱ the step goes to (1 for the last step): number or tensor
+              sigma=0.0,                    # σ_t of Eq. (20); 0 gives DDIM's deterministic Eq. (7)
+              noise:torch.Tensor|None=None, # ε_t ~ N(0, I) shaped like `x`; required when `sigma` > 0
+             ) -> torch.Tensor:             # x_{t-1}, shaped like `x`
     "One DDIM update x_t -> x_{t-1}: Eq. (7), or Eq. (20) when `sigma` > 0 (then `noise` ~ N(0, I) is required)."
     abar, abar_prev, sigma = check_step(x, eps, abar, abar_prev, sigma, noise)   # tensors in x's dtype (appendix: input checks)
     # Eq. (7), first term: the predicted clean image, re-scaled to the next noise level
@@ -30,14 +36,25 @@ def ddim_step(x, eps, abar, abar_prev, sigma=0.0, noise=None):
     return out
 
 # %% ../nbs/01_ddim.ipynb #fdf807e4
-def draw_noise(sched:DDIMSchedule, x_T:torch.Tensor, generator:torch.Generator|None=None) -> torch.Tensor:
+def draw_noise(sched:DDIMSchedule,                     # the run's schedule (its T sets the number of noises)
+               x_T:torch.Tensor,                        # (B, *dims): the noises take its shape, dtype and device
+               generator:torch.Generator|None=None,     # drawn from on its own device, then moved: a seed gives the same noises on every device
+              ) -> torch.Tensor:                        # (T, B, *dims); `noise[i-1]` is injected at x_i → x_{i-1}
     "All T noises ε_{1:T} of a stochastic run at once, shape (T, *x_T.shape): `noise[i-1]` is injected at x_i → x_{i-1}."
     return torch.randn((len(sched), *x_T.shape), generator=generator, dtype=x_T.dtype,
                        device=x_T.device if generator is None else generator.device).to(x_T.device)
 
-def ddim_sample(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, noise:torch.Tensor|None=None,
-                return_traj:bool=False, *, progress:bool=False, enable_grad:bool=False,
-                generator:torch.Generator|None=None, check:bool=True):
+def ddim_sample(eps_model,                                # callable eps_model(x (N, *dims), t (N,) long) -> (N, *dims)
+                x_T:torch.Tensor,                         # the noise x_T, (B, *dims), float32 or float64
+                sched:DDIMSchedule,                       # T steps, η, and how to read the model's output
+                noise:torch.Tensor|None=None,             # (T, B, *dims) injected noises when η > 0 (drawn if None)
+                return_traj:bool=False,                   # also return every state x_0 … x_T
+                *,
+                progress:bool=False,                      # a tqdm bar over the T steps
+                enable_grad:bool=False,                   # keep the autograd graph (backpropagation through the chain)
+                generator:torch.Generator|None=None,      # draws the noises when η > 0 and `noise` is None
+                check:bool=True,                          # check every model output (shape, dtype, finite)
+               ):                                         # x_0 (B, *dims), or (x_0, xs) with xs (T + 1, B, *dims), xs[i] = x_i
     "Sequential DDIM (η = 0, Eq. 7) or sDDIM (η > 0, Eq. 20) from `x_T` (B, *dims): returns x_0, or (x_0, xs) with xs (T+1, B, *dims)."
     check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T)
     T = len(sched)
@@ -58,7 +75,8 @@ def ddim_sample(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, noise:torch.Ten
     return x
 
 # %% ../nbs/01_ddim.ipynb #88eb26fd
-def ddim_coeffs(sched:DDIMSchedule) -> tuple[torch.Tensor, torch.Tensor]:
+def ddim_coeffs(sched:DDIMSchedule, # the schedule (its dtype and device are kept)
+               ) -> tuple[torch.Tensor, torch.Tensor]: # (ratio, c1), each (T,); entry i-1 belongs to the step x_i → x_{i-1}
     "Eq. (9) / (22): (sqrt(α_{t-1}/α_t), c_1^{(t)}) for every step, each of shape (T,)."
     a, ap, sg = sched.abar, sched.abar_prev, sched.sigma
     ratio = torch.sqrt(ap / a)
@@ -67,8 +85,14 @@ def ddim_coeffs(sched:DDIMSchedule) -> tuple[torch.Tensor, torch.Tensor]:
     return ratio, c1
 
 # %% ../nbs/01_ddim.ipynb #74db9d0a
-def ddim_invert(eps_model, x_0:torch.Tensor, sched:DDIMSchedule, *, return_traj:bool=False,
-                progress:bool=False, check:bool=True):
+def ddim_invert(eps_model,                # callable eps_model(x, t) -> ε, as in `ddim_sample`
+                x_0:torch.Tensor,         # the image(s) to invert, (B, *dims)
+                sched:DDIMSchedule,       # a deterministic schedule (η = 0)
+                *,
+                return_traj:bool=False,   # also return x_0 … x_T, (T + 1, B, *dims)
+                progress:bool=False,      # a tqdm bar over the T steps
+                check:bool=True,          # check every model output
+               ):                         # x_T (B, *dims), or (x_T, xs)
     "Deterministic DDIM ODE inversion x_0 -> x_T (Eq. 9 run backwards, ε evaluated at the less noisy state)."
     check_state("x_0", x_0); check_schedule(sched, deterministic=True); check_sample_shape(eps_model, x_0, "x_0")
     s = sched.to(x_0.device, x_0.dtype)

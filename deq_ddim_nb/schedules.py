@@ -22,8 +22,12 @@ __all__ = ['BETA_SCHEDULES', 'SKIPS', 'SAMPLERS', 'PREDICTION_TYPES', 'MIN_ABAR'
 # %% ../nbs/00_schedules.ipynb #012cd66a
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
-def make_betas(n_train:int=1000, beta_start:float=1e-4, beta_end:float=0.02,
-               beta_schedule:str="linear", dtype=torch.float64) -> torch.Tensor:
+def make_betas(n_train:int=1000,          # N, the number of training steps
+               beta_start:float=1e-4,     # β_1
+               beta_end:float=0.02,       # β_N
+               beta_schedule:str="linear", # one of BETA_SCHEDULES (linear, scaled_linear, squaredcos_cap_v2)
+               dtype=torch.float64,       # dtype of the result
+              ) -> torch.Tensor:          # (n_train,)
     "β_1 … β_N of the training noise schedule, shape `(n_train,)`."
     n_train = check_int("n_train", n_train, lo=1)
     beta_start, beta_end = check_number("beta_start", beta_start), check_number("beta_end", beta_end)
@@ -39,7 +43,8 @@ def make_betas(n_train:int=1000, beta_start:float=1e-4, beta_end:float=0.02,
         return torch.tensor(b, dtype=torch.float64).to(dtype)
     raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
 
-def make_abar(betas:torch.Tensor) -> torch.Tensor:
+def make_abar(betas:torch.Tensor, # (N,) β_1 … β_N
+             ) -> torch.Tensor:     # (N,) ᾱ_1 … ᾱ_N
     "ᾱ_t = ∏_{s≤t} (1 − β_s), shape `(n_train,)` (the DDIM/DEQ papers' α_t)."
     return torch.cumprod(1 - betas, 0)
 
@@ -51,7 +56,11 @@ def quad_timesteps_original(T:int, n_train:int=1000) -> np.ndarray:
     "The `quad` subsequence exactly as the DDIM code computes it (it may repeat timesteps)."
     return (np.linspace(0, np.sqrt(n_train * 0.8), T) ** 2).astype(int)
 
-def make_timesteps(T:int, skip:str="uniform", n_train:int=1000, steps_offset:int=0) -> torch.Tensor:
+def make_timesteps(T:int,                 # number of sampling steps, 1 … n_train
+                   skip:str="uniform",     # one of SKIPS: uniform (diffusers' leading), quad, trailing, linspace
+                   n_train:int=1000,       # N, the model's training steps
+                   steps_offset:int=0,     # added to every `uniform` timestep (diffusers' steps_offset)
+                  ) -> torch.Tensor:       # (T,) long, strictly increasing
     """Strictly increasing training timesteps `t` of shape `(T,)`; `t[i-1]` belongs to state `x_i`. `uniform` is
     diffusers' `leading` spacing (shifted by `steps_offset`), `trailing` and `linspace` are diffusers' other two."""
     n_train = check_int("n_train", n_train, lo=1)
@@ -81,7 +90,11 @@ def make_timesteps(T:int, skip:str="uniform", n_train:int=1000, steps_offset:int
 
 SAMPLERS = ("ddim", "ddpm")
 
-def prev_timesteps(t:torch.Tensor, skip:str="uniform", n_train:int=1000, sampler:str="ddim") -> torch.Tensor:
+def prev_timesteps(t:torch.Tensor,        # (T,) the run's timesteps, from `make_timesteps`
+                   skip:str="uniform",     # the subsequence `t` came from
+                   n_train:int=1000,       # N
+                   sampler:str="ddim",     # "ddim" or "ddpm": whose step rule
+                  ) -> torch.Tensor:       # (T,) long; -1 where the step ends at the clean image
     """The training timestep each step goes to, per state `(T,)`, -1 for the clean image. diffusers' `DDIMScheduler` steps
     from t to t − ⌊N/T⌋; its `DDPMScheduler` (and the `quad` subsequence) to the previous entry of `t`. The two agree for
     `uniform`; for `trailing` and `linspace` they differ when T does not divide N, and then a DDIM step ends at a ᾱ that
@@ -91,7 +104,10 @@ def prev_timesteps(t:torch.Tensor, skip:str="uniform", n_train:int=1000, sampler
 
 
 # %% ../nbs/00_schedules.ipynb #97c4691a
-def ddim_sigma(abar:torch.Tensor, abar_prev:torch.Tensor, eta:float) -> torch.Tensor:
+def ddim_sigma(abar:torch.Tensor,      # (T,) ᾱ of x_t
+               abar_prev:torch.Tensor, # (T,) ᾱ the step goes to
+               eta:float,              # η >= 0: 0 is DDIM, 1 is DDPM's posterior
+              ) -> torch.Tensor:       # (T,) σ_t(η)
     "σ_t(η) of Eq. (20), elementwise."
     return eta * torch.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
 
@@ -186,7 +202,11 @@ class DDIMSchedule:
         after = torch.cat([m.flip(0).cumprod(0).flip(0), m.new_ones(1)])   # after[k] = ∏_{j>k} m[j-1]
         return self.abar_prev * after
 
-    def output_to_eps(self, out:torch.Tensor, x:torch.Tensor, t:torch.Tensor) -> torch.Tensor:
+    def output_to_eps(self,
+                      out:torch.Tensor, # the model's output at `x`, (N, *dims)
+                      x:torch.Tensor,   # the states the model saw, (N, *dims)
+                      t:torch.Tensor,   # (N,) long, training timesteps of this schedule
+                     ) -> torch.Tensor: # (N, *dims), the ε of Eq. (7)
         """The ε that Eq. (7) / (20) needs, from a model output `out` at states `x` (N, *dims) and training timesteps `t` (N,)
         of this schedule: `out` itself for an ε-model, converted for `v_prediction` or `sample`, and, with `clip_sample`,
         the ε for which Eq. (7) makes the same step as diffusers' clipped update."""
@@ -233,7 +253,8 @@ _DIFFUSERS_DEFAULTS = dict(timestep_spacing="leading", steps_offset=0, set_alpha
                            variance_type="fixed_small")
 _SPACINGS = {"leading": "uniform", "trailing": "trailing", "linspace": "linspace"}
 
-def schedule_kwargs(config) -> dict:
+def schedule_kwargs(config:dict, # a model config (`load_model(...).config`) or a diffusers scheduler config
+                   ) -> dict:     # keyword arguments of `DDIMSchedule.make`
     """The arguments of `DDIMSchedule.make` that a model config or a diffusers scheduler config asks for; every error names
     the key. A diffusers config (one with `num_train_timesteps` or `_class_name`) gets diffusers' defaults for missing
     keys (`clip_sample` is on by default there); a config of this package's models has no clipping and ε outputs."""
