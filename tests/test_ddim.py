@@ -145,3 +145,78 @@ def test_shipped_unet_trajectory_shrinks_to_image_scale():
     x0, xs = ddim_sample(unet, x_T, s, return_traj=True)
     assert xs.shape == (11, 2, *unet.config["sample_shape"]) and torch.isfinite(xs).all()
     assert x0.abs().max() < 1.5 and (x0.pow(2).mean((1, 2, 3)) < x_T.pow(2).mean((1, 2, 3))).all()
+
+
+# --- ODE inversion, noise drawing and defaults: each pins one behaviour a mutation of ddim.py would change -----------------
+def _time_only(x, t):
+    "ε that depends on t only: the DDIM ODE step is then exactly invertible, so ddim_invert must undo ddim_sample exactly."
+    return torch.cos(t.to(x.dtype) / 97.0).view(-1, *[1] * (x.ndim - 1)) * torch.ones_like(x)
+
+
+@pytest.mark.parametrize("T", [1, 7, 50])
+def test_ddim_invert_is_the_exact_inverse_when_eps_ignores_x(T):
+    s = DDIMSchedule.make(T)
+    x_0 = randn(3, 1, 4, 4, seed=T)
+    x_T = ddim_invert(_time_only, x_0, s)
+    assert rel(ddim_sample(_time_only, x_T, s), x_0) < 1e-12
+    # the same inversion written independently: x_i = (x_{i-1} - c1_i eps_i) / sqrt(a_{i-1} / a_i), i = 1 .. T
+    a, ap = s.abar.numpy(), s.abar_prev.numpy()
+    x = x_0.numpy().copy()
+    for i in range(1, T + 1):
+        c1 = np.sqrt(1 - ap[i - 1]) - np.sqrt(ap[i - 1] * (1 - a[i - 1]) / a[i - 1])
+        x = (x - c1 * _time_only(torch.from_numpy(x), s.t[i - 1].expand(3)).numpy()) / np.sqrt(ap[i - 1] / a[i - 1])
+    assert np.abs(x - x_T.numpy()).max() < 1e-12
+
+
+def test_ddim_invert_trajectory_holds_every_state_from_x0_to_xT():
+    s = DDIMSchedule.make(6)
+    x_0 = randn(2, 1, 4, 4, seed=1)
+    x_T, xs = ddim_invert(_time_only, x_0, s, return_traj=True)
+    assert xs.shape == (7, 2, 1, 4, 4) and torch.equal(xs[0], x_0) and torch.equal(xs[-1], x_T)
+    # each state maps to the next one by one inverse step of Eq. (9)
+    _, back = ddim_sample(_time_only, x_T, s, return_traj=True)
+    assert rel(back, xs) < 1e-12
+
+
+def test_ddim_invert_refuses_a_stochastic_schedule_and_checks_the_model():
+    x_0 = randn(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="deterministic"):
+        ddim_invert(_time_only, x_0, DDIMSchedule.make(5, eta=0.5))
+    with pytest.raises(ValueError, match="non-finite"):
+        ddim_invert(lambda x, t: x * float("nan"), x_0, DDIMSchedule.make(5))
+    class Sized:
+        config = dict(sample_shape=(1, 8, 8))
+        def __call__(self, x, t): return x
+    with pytest.raises(ValueError, match="x_0 must have shape"):
+        ddim_invert(Sized(), x_0, DDIMSchedule.make(5))
+    with pytest.raises(ValueError, match="x_T must have shape"):
+        ddim_sample(Sized(), x_0, DDIMSchedule.make(5))
+
+
+def test_a_generator_gives_the_noises_draw_noise_gives_and_the_same_on_every_call():
+    s = DDIMSchedule.make(8, eta=0.7)
+    x_T = randn(2, 1, 4, 4, seed=3)
+    with_gen = ddim_sample(_time_only, x_T, s, generator=torch.Generator().manual_seed(11))
+    with_noise = ddim_sample(_time_only, x_T, s, draw_noise(s, x_T, torch.Generator().manual_seed(11)))
+    assert torch.equal(with_gen, with_noise)
+    noise = draw_noise(s, x_T, torch.Generator().manual_seed(11))
+    assert noise.shape == (8, 2, 1, 4, 4) and noise.dtype == x_T.dtype and noise.device == x_T.device
+    assert torch.equal(noise, torch.randn((8, 2, 1, 4, 4), generator=torch.Generator().manual_seed(11), dtype=torch.float64))
+
+
+def test_ddim_step_default_is_the_deterministic_eq7():
+    x, e = randn(2, 3, seed=4), randn(2, 3, seed=5)
+    a, ap = 0.3, 0.6
+    expect = np.sqrt(ap) * (x - np.sqrt(1 - a) * e) / np.sqrt(a) + np.sqrt(1 - ap) * e     # Eq. (7) by hand
+    assert torch.allclose(ddim_step(x, e, a, ap), expect, atol=1e-15)
+
+
+def test_ddim_sample_trajectory_and_defaults():
+    "Defaults: no gradient kept, the model's outputs checked; the trajectory holds x_0 … x_T in order."
+    s = DDIMSchedule.make(5)
+    x_T = randn(2, 1, 4, 4, seed=6).requires_grad_()
+    x0, xs = ddim_sample(_time_only, x_T, s, return_traj=True)
+    assert not x0.requires_grad and xs.shape == (6, 2, 1, 4, 4) and torch.equal(xs[-1], x_T.detach()) and torch.equal(xs[0], x0)
+    assert ddim_sample(_time_only, x_T, s, enable_grad=True).requires_grad
+    with pytest.raises(ValueError, match="non-finite"):
+        ddim_sample(lambda x, t: x * float("nan"), x_T.detach(), s)

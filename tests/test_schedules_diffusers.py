@@ -187,3 +187,88 @@ def test_with_diffusers_float32_tables_the_agreement_is_float32_level():
     noise = torch.randn(30, 2, 1, 8, 8, dtype=torch.float64, generator=g)
     ref, _ = _diffusers_ddim(cfg, 30, x_T, 0.5, noise, float64=False)
     assert _rel(ddim_sample(model, x_T, s, noise), ref) < 1e-5
+
+
+@pytest.mark.parametrize("key,value,exc", [
+    ("num_train_timesteps", 0, ValueError), ("num_train_timesteps", 2.5, TypeError), ("beta_start", "1e-4", TypeError),
+    ("beta_end", float("inf"), ValueError), ("beta_schedule", "cosine", ValueError), ("beta_schedule", 3, TypeError),
+    ("trained_betas", [0.5] * 7, ValueError), ("timestep_spacing", 1, TypeError), ("steps_offset", 1.5, TypeError),
+    ("set_alpha_to_one", 1, TypeError), ("prediction_type", None, None), ("clip_sample", "yes", TypeError),
+    ("thresholding", "no", TypeError), ("rescale_betas_zero_snr", 0, TypeError),
+])
+def test_each_config_error_names_its_key_with_the_policys_exception(key, value, exc):
+    "TypeError for a wrong type, ValueError for a wrong value; the message names config[key] as it is spelled in the file."
+    cfg = {"num_train_timesteps": 1000, "clip_sample": False, key: value}
+    if exc is None:                                                      # None means "not given": diffusers' default applies
+        assert DDIMSchedule.from_config(10, cfg).prediction_type == "epsilon"
+        return
+    with pytest.raises(exc, match=rf"config\['{key}'\]"):
+        DDIMSchedule.from_config(10, cfg)
+
+
+def test_model_config_spells_n_train_and_its_errors_say_so():
+    with pytest.raises(ValueError, match=r"config\['n_train'\] must be >= 1"):
+        DDIMSchedule.from_config(10, dict(n_train=0))
+    with pytest.raises(TypeError, match=r"config must be a dict, got list"):
+        DDIMSchedule.from_config(10, [("n_train", 1000)])
+
+
+def test_trained_betas_set_the_number_of_training_steps():
+    b = torch.linspace(1e-4, 0.02, 500, dtype=torch.float64)
+    s = DDIMSchedule.from_config(10, dict(trained_betas=b.tolist()))
+    assert s.n_train == 500 and torch.equal(s.abar, make_abar(b)[s.t])
+    with pytest.raises(ValueError, match=r"config\['trained_betas'\] must have one value per training step \(n_train = 1000\)"):
+        DDIMSchedule.from_config(10, dict(num_train_timesteps=1000, trained_betas=b.tolist()))
+
+
+@pytest.mark.parametrize("marker", ["num_train_timesteps", "_class_name", "_diffusers_version"])
+def test_any_diffusers_marker_brings_diffusers_defaults(marker):
+    cfg = {"n_train": 1000, marker: 1000 if marker == "num_train_timesteps" else "x"}
+    s = DDIMSchedule.from_config(10, cfg)
+    assert s.clip_sample == 1.0                                          # diffusers' clip_sample=True, clip_sample_range=1.0
+    assert DDIMSchedule.from_config(10, {**cfg, "clip_sample_range": 3.0}).clip_sample == 3.0
+
+
+def test_variance_types_with_the_posterior_variance_are_accepted():
+    for vt in ("fixed_small", "fixed_small_log"):
+        assert DDIMSchedule.from_config(10, dict(num_train_timesteps=1000, variance_type=vt, clip_sample=False), eta=1.0).eta == 1.0
+
+
+def test_steps_offset_shifts_leading_only_as_diffusers_does():
+    lead = DDIMSchedule.from_config(10, dict(num_train_timesteps=1000, steps_offset=1, clip_sample=False))
+    assert lead.t.tolist() == list(range(1, 1000, 100))
+    trail = DDIMSchedule.from_config(10, dict(num_train_timesteps=1000, steps_offset=1, timestep_spacing="trailing", clip_sample=False))
+    assert trail.t.tolist() == list(range(99, 1000, 100))
+
+
+def test_schedule_to_moves_coefficients_and_keeps_timesteps_long():
+    s = DDIMSchedule.make(10, eta=0.5)
+    f = s.to(dtype=torch.float32)
+    assert f.t.dtype == torch.long and all(v.dtype == torch.float32 for v in (f.abar, f.abar_prev, f.sigma))
+    assert torch.allclose(f.sigma.double(), s.sigma, rtol=1e-6) and f.eta == 0.5 and torch.equal(f.t, s.t)
+    assert s.to("cpu").abar.device.type == "cpu"
+
+
+def test_output_to_eps_refuses_timesteps_of_another_schedule():
+    s = DDIMSchedule.make(10, prediction_type="v_prediction")
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="not all timesteps of this schedule"):
+        s.output_to_eps(x, x, torch.tensor([5, 100]))
+    with pytest.raises(ValueError, match="not all timesteps of this schedule"):
+        s.output_to_eps(x, x, torch.tensor([900, 999]))                  # past the last one
+    eps = s.output_to_eps(x.float(), x.float(), torch.tensor([0, 900]))
+    assert eps.dtype == torch.float32                                    # the states' dtype, whatever the table's
+
+
+def test_v_and_x0_predictions_give_the_eps_of_the_same_state():
+    "ε from a v-model and from an x̂_0-model at the same (x_t, t): both equal the true noise that made x_t."
+    s_eps, s_v, s_x0 = (DDIMSchedule.make(10, prediction_type=p) for p in ("epsilon", "v_prediction", "sample"))
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(4, 3, dtype=torch.float64, generator=g), torch.randn(4, 3, dtype=torch.float64, generator=g)
+    t = s_eps.t[[0, 3, 6, 9]]
+    a = s_eps.abar[[0, 3, 6, 9]].view(-1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    v = a.sqrt() * eps - (1 - a).sqrt() * x0                             # the definition of v (Salimans & Ho)
+    assert torch.allclose(s_v.output_to_eps(v, x_t, t), eps, atol=1e-12)
+    assert torch.allclose(s_x0.output_to_eps(x0, x_t, t), eps, atol=1e-12)
+    assert torch.equal(s_eps.output_to_eps(eps, x_t, t), eps)
