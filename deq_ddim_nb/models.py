@@ -14,13 +14,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .schedules import make_betas, make_abar, DDIMSchedule
-from .files import read_json, check_sample_shape, check_noise_schedule   # config files: the files appendix
+from .checks import check_int, check_number, check_choice
+from .schedules import make_betas, make_abar, DDIMSchedule, PREDICTION_TYPES
+from .files import read_json, check_sample_shape, check_noise_schedule, assets_dir, publish, csv_text
 from .toy import digits_data
 
 # %% auto #0
-__all__ = ['timestep_embedding', 'ResBlock', 'SelfAttention', 'UNet', 'random_shift', 'TrainConfig', 'train_digits', 'save_model',
-           'DiffusersEps', 'load_model']
+__all__ = ['MAX_CHANNELS', 'UNET_ARGS', 'MAX_ATTENTION_BYTES', 'timestep_embedding', 'ResBlock', 'SelfAttention',
+           'check_unet_args', 'UNet', 'TrainConfig', 'random_shift', 'train_digits', 'save_model',
+           'check_runnable_shape', 'unet_attention', 'DiffusersEps', 'load_model']
 
 # %% ../nbs/06_digits_model.ipynb #658b3d3b
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -35,6 +37,7 @@ class ResBlock(nn.Module):
     "GroupNorm-SiLU-conv twice, time embedding added in between, residual connection."
     def __init__(self, c_in: int, c_out: int, t_dim: int, groups: int = 8, dropout: float = 0.0):
         super().__init__()
+        groups = check_int("groups", groups, 1)
         for c in (c_in, c_out):
             if c % groups: raise ValueError(f"GroupNorm groups={groups} must divide the channels, got {c}")
         self.norm1, self.conv1 = nn.GroupNorm(groups, c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
@@ -68,12 +71,58 @@ class SelfAttention(nn.Module):
         h = torch.einsum("nhqk,nhdk->nhdq", w, v).reshape(N, C, H, W)
         return x + self.out(h)
 
+# %% ../nbs/06_digits_model.ipynb #33be343d
+MAX_CHANNELS = 8192   # channels of one layer: a config beyond this is a typo, and would allocate gigabytes before failing
+UNET_ARGS = ("in_channels", "ch", "ch_mult", "num_res_blocks", "attn_levels", "groups", "heads", "dropout")
+
+def _int_list(name, v, lo, hi, n_max=16) -> tuple:
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+        raise TypeError(f"{name} must be a list of ints, got {type(v).__name__} ({v!r})")
+    v = tuple(v)
+    if len(v) > n_max: raise ValueError(f"{name} must have at most {n_max} entries, got {len(v)}")
+    return tuple(check_int(f"{name}[{i}]", x, lo, hi) for i, x in enumerate(v))
+
+def check_unet_args(in_channels=1, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_levels=(), groups=8, heads=4,
+                    dropout=0.0) -> dict:
+    """The arguments of `UNet`, checked before anything is built; returns them normalised (tuples, ints, a float).
+    Ints >= 1; `ch` even (the time embedding has ch/2 sine and ch/2 cosine features); `ch_mult` one entry per resolution;
+    `attn_levels` indices into it; `groups` divides the channels of every GroupNorm and `heads` those of every attention
+    layer. A wrong type is a `TypeError`, a wrong value a `ValueError`, each naming the argument."""
+    in_channels = check_int("in_channels", in_channels, 1, MAX_CHANNELS)
+    ch = check_int("ch", ch, 2, MAX_CHANNELS)
+    if ch % 2: raise ValueError(f"ch must be even (its time embedding has ch/2 sine and ch/2 cosine features), got {ch}")
+    ch_mult = _int_list("ch_mult", ch_mult, 1, MAX_CHANNELS)
+    if not ch_mult: raise ValueError("ch_mult must have at least one entry (one per resolution), got []")
+    if ch * max(ch_mult) > MAX_CHANNELS:
+        raise ValueError(f"ch * max(ch_mult) = {ch * max(ch_mult)} channels, more than MAX_CHANNELS = {MAX_CHANNELS}")
+    num_res_blocks = check_int("num_res_blocks", num_res_blocks, 1, 64)
+    attn_levels = _int_list("attn_levels", attn_levels, 0, len(ch_mult) - 1)
+    groups, heads = check_int("groups", groups, 1), check_int("heads", heads, 1)
+    norms = sorted({ch, *(ch * m for m in ch_mult)})                     # channels of every GroupNorm
+    if [c for c in norms if c % groups]:
+        raise ValueError(f"groups={groups} must divide the channels of every GroupNorm {norms}, "
+                         f"and does not divide {[c for c in norms if c % groups]}")
+    attn = sorted({ch * ch_mult[-1], *(ch * ch_mult[l] for l in attn_levels)})   # the middle block always attends
+    if [c for c in attn if c % heads]:
+        raise ValueError(f"heads={heads} must divide the channels of every attention layer {attn}, "
+                         f"and does not divide {[c for c in attn if c % heads]}")
+    dropout = check_number("dropout", dropout, 0, 1, hi_open=True)
+    return dict(in_channels=in_channels, ch=ch, ch_mult=ch_mult, num_res_blocks=num_res_blocks, attn_levels=attn_levels,
+                groups=groups, heads=heads, dropout=dropout)
+
+def _check_dtype(x:torch.Tensor, weight:torch.Tensor) -> None:
+    if x.dtype != weight.dtype:
+        raise TypeError(f"x is {x.dtype} but the model's weights are {weight.dtype}: pass x.to({weight.dtype}), or load "
+                        f"the model with load_model(..., dtype={x.dtype})")
+
 # %% ../nbs/06_digits_model.ipynb #47db68ae
 class UNet(nn.Module):
     "A small DDPM-style UNet: `eps = UNet(...)(x, t)` with `x` `(N, C, H, W)` and training timesteps `t` `(N,)`."
     def __init__(self, in_channels: int = 1, ch: int = 32, ch_mult=(1, 2, 2), num_res_blocks: int = 1,
                  attn_levels=(), groups: int = 8, heads: int = 4, dropout: float = 0.0):
         super().__init__()
+        in_channels, ch, ch_mult, num_res_blocks, attn_levels, groups, heads, dropout = check_unet_args(
+            in_channels, ch, ch_mult, num_res_blocks, attn_levels, groups, heads, dropout).values()
         self.ch, t_dim = ch, 4 * ch
         self.t_mlp = nn.Sequential(nn.Linear(ch, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
@@ -100,6 +149,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight); nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        _check_dtype(x, self.conv_in.weight)  # a float64 x with float32 weights: one clear error here, not deep inside
         t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])  # (N,); a scalar t is broadcast
         temb = self.t_mlp(timestep_embedding(t, self.ch).to(x.dtype))  # (N, 4 ch)
         h = self.conv_in(x)
@@ -112,19 +162,6 @@ class UNet(nn.Module):
             if isinstance(layer, nn.ModuleList): h = layer[1](layer[0](torch.cat([h, hs.pop()], dim=1), temb))
             else: h = layer(h)
         return self.conv_out(F.silu(self.norm_out(h)))  # (N, C, H, W): the predicted noise
-
-# %% ../nbs/06_digits_model.ipynb #f033bec5
-def random_shift(x: torch.Tensor, max_shift: int, generator=None, fill: float = -1.0) -> torch.Tensor:
-    "Shift every image of `x` `(N, C, H, W)` by a random integer offset in [-max_shift, max_shift]² (border = `fill`)."
-    if max_shift == 0: return x
-    N, C, H, W = x.shape
-    s = max_shift
-    xp = F.pad(x, (s, s, s, s), value=fill)  # (N, C, H + 2s, W + 2s)
-    dy, dx = torch.randint(0, 2 * s + 1, (2, N), generator=generator).to(x.device)
-    rows = (dy[:, None] + torch.arange(H, device=x.device))[:, None, :, None].expand(N, C, H, W + 2 * s)
-    xp = xp.gather(2, rows)  # (N, C, H, W + 2s)
-    cols = (dx[:, None] + torch.arange(W, device=x.device))[:, None, None, :].expand(N, C, H, W)
-    return xp.gather(3, cols)
 
 # %% ../nbs/06_digits_model.ipynb #64b4b46c
 @dataclass
@@ -145,6 +182,19 @@ class TrainConfig:
     log_every: int = 50
     unet: dict = field(default_factory=lambda: dict(in_channels=1, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
                                                     attn_levels=(), groups=8, heads=4, dropout=0.0))
+
+# %% ../nbs/06_digits_model.ipynb #f033bec5
+def random_shift(x: torch.Tensor, max_shift: int, generator=None, fill: float = -1.0) -> torch.Tensor:
+    "Shift every image of `x` `(N, C, H, W)` by a random integer offset in [-max_shift, max_shift]² (border = `fill`)."
+    if max_shift == 0: return x
+    N, C, H, W = x.shape
+    s = max_shift
+    xp = F.pad(x, (s, s, s, s), value=fill)  # (N, C, H + 2s, W + 2s)
+    dy, dx = torch.randint(0, 2 * s + 1, (2, N), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(H, device=x.device))[:, None, :, None].expand(N, C, H, W + 2 * s)
+    xp = xp.gather(2, rows)  # (N, C, H, W + 2s)
+    cols = (dx[:, None] + torch.arange(W, device=x.device))[:, None, None, :].expand(N, C, H, W)
+    return xp.gather(3, cols)
 
 # %% ../nbs/06_digits_model.ipynb #60903833
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -195,93 +245,169 @@ def train_digits(cfg: TrainConfig | None = None, device="cpu", progress: bool = 
 # %% ../nbs/06_digits_model.ipynb #3220df13
 _SHIPPED = {"digits": "digits_unet"}  # name -> file stem in deq_ddim_nb/assets
 
-def _assets_dir() -> Path:
-    import deq_ddim_nb
-    return Path(list(deq_ddim_nb.__path__)[0]) / "assets"
-
-def save_model(model: UNet, stem, cfg: TrainConfig, history=(), name: str = "digits", sample_shape=(1, 16, 16), **extra) -> Path:
-    "Write `stem.safetensors` (weights), `stem.json` (config) and, given a `history`, `stem_loss.csv`."
-    from safetensors.torch import save_file
-    stem = Path(stem); stem.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()},
-              str(stem.parent / f"{stem.name}.safetensors"))
+def save_model(model: UNet, stem, cfg: TrainConfig, history=(), name: str = "digits", sample_shape=(1, 16, 16),
+               overwrite: bool = False, **extra) -> Path:
+    """Write `stem.safetensors` (weights), `stem.json` (config) and, given a `history`, `stem_loss.csv`: all of them or
+    none (`deq_ddim_nb.files.publish`; nothing is replaced without `overwrite`). What is written loads: `cfg.unet`,
+    `sample_shape` and the weights' shapes are checked as `load_model` checks them."""
+    from safetensors.torch import save
+    stem = Path(stem)
+    args = check_unet_args(**cfg.unet)
+    shape = check_sample_shape(list(sample_shape), "save_model", args["in_channels"])
+    check_runnable_shape(shape, len(args["ch_mult"]) - 1, unet_attention(args))
+    with torch.device("meta"): expected = {k: v.shape for k, v in UNet(**args).state_dict().items()}
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    if {k: v.shape for k, v in state.items()} != expected:
+        raise ValueError("model does not match cfg.unet: its weights have other names or shapes than UNet(**cfg.unet)")
     train = {k: v for k, v in asdict(cfg).items() if k != "unet"}
     config = dict(name=name, architecture="deq_ddim_nb.models.UNet", unet=cfg.unet,
                   n_train=cfg.n_train, beta_start=cfg.beta_start, beta_end=cfg.beta_end, beta_schedule="linear",
-                  prediction_type="epsilon", sample_shape=list(sample_shape),
+                  prediction_type="epsilon", sample_shape=list(shape),
                   n_params=sum(p.numel() for p in model.parameters()), train=train, torch_version=torch.__version__, **extra)
     if history: config["final_loss"] = history[-1]["loss"]
-    (stem.parent / f"{stem.name}.json").write_text(json.dumps(config, indent=1))
+    files = {stem.parent / f"{stem.name}.safetensors": save(state), stem.parent / f"{stem.name}.json": json.dumps(config, indent=1)}
     if history:
-        lines = ["step,loss,lr,seconds"] + [f"{h['step']},{h['loss']:.6f},{h['lr']:.6g},{h['seconds']:.1f}" for h in history]
-        (stem.parent / f"{stem.name}_loss.csv").write_text("\n".join(lines) + "\n")
+        files[stem.parent / f"{stem.name}_loss.csv"] = csv_text(
+            dict(step=h["step"], loss=f"{h['loss']:.6f}", lr=f"{h['lr']:.6g}", seconds=f"{h['seconds']:.1f}") for h in history)
+    publish(files, overwrite=overwrite, make_dirs=True)
     return stem
+
+# %% ../nbs/06_digits_model.ipynb #c2f6334a
+MAX_ATTENTION_BYTES = 2 ** 31   # one attention map of one sample (positions² × heads × 4 bytes): 2 GiB
+
+def check_runnable_shape(shape, n_down:int, attention:dict, key:str="sample_shape") -> tuple:
+    """`shape` (C, H, W) that a UNet halving the resolution `n_down` times can run: H and W multiples of 2^n_down (else
+    the skip connections do not line up), and no attention map larger than `MAX_ATTENTION_BYTES` per sample.
+    `attention` maps each level that attends to its number of heads. A `ValueError` naming `key` otherwise."""
+    if len(shape) != 3: raise ValueError(f"key {key!r} must be [C, H, W] for a 2-d UNet, got {list(shape)}")
+    C, H, W = shape
+    f = 2 ** n_down
+    if H % f or W % f:
+        times = {1: "once", 2: "twice"}.get(n_down, f"{n_down} times")
+        raise ValueError(f"key {key!r} = {list(shape)} cannot run: the UNet halves the resolution {times} and "
+                         f"doubles it back, so H and W must be multiples of {f}")
+    for lvl, heads in sorted(attention.items()):
+        h, w = H // 2 ** lvl, W // 2 ** lvl
+        need = heads * (h * w) ** 2 * 4
+        if need > MAX_ATTENTION_BYTES:
+            raise ValueError(f"key {key!r} = {list(shape)} is too large for this UNet: its self-attention at {h}x{w} "
+                             f"({h * w:,} positions, {heads} heads) needs {need / 2 ** 30:,.0f} GiB per sample for one "
+                             f"attention map, more than MAX_ATTENTION_BYTES = {MAX_ATTENTION_BYTES / 2 ** 30:.0f} GiB")
+    return tuple(shape)
+
+def unet_attention(args:dict) -> dict:
+    "Levels of a `UNet` with self-attention (the middle attends at the lowest resolution) and their heads."
+    return {l: args["heads"] for l in {*args["attn_levels"], len(args["ch_mult"]) - 1}}
+
+# %% ../nbs/06_digits_model.ipynb #508fd48b
+def _weights_header(wpath:Path) -> dict:
+    "{name: (shape, dtype)} of a safetensors file, read from its header only (no tensor is loaded)."
+    from safetensors import safe_open
+    try:
+        with safe_open(str(wpath), "pt") as f:
+            return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except Exception as e: raise ValueError(f"could not read the weights {wpath}: {e}") from None
+
+def _check_weights(wpath:Path, expected:dict, against:str) -> None:
+    """Compare the header of the safetensors file `wpath` with the parameter shapes `expected` ({name: shape}) of the
+    network that `against` describes: missing, unexpected, mis-shaped or non-floating weights are a `ValueError` naming
+    the file and the keys, before anything is loaded."""
+    found = _weights_header(wpath)
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k!r} is {list(found[k][0])}, needs {list(s)}" for k, s in expected.items() if k in found and found[k][0] != tuple(s)]
+    dtypes = [f"{k!r} is {d}" for k, (_, d) in found.items() if k in expected and d not in ("F16", "BF16", "F32", "F64")]
+    if missing or unexpected or shapes or dtypes:
+        cut = lambda v: f"{v[:8]}{' …' if len(v) > 8 else ''}"
+        parts = ([f"missing weights {cut(missing)}"] if missing else []) + ([f"unexpected weights {cut(unexpected)}"] if unexpected else []) \
+              + ([f"wrong shapes: {'; '.join(shapes[:8])}"] if shapes else []) + ([f"not floating point: {'; '.join(dtypes[:8])}"] if dtypes else [])
+        raise ValueError(f"{wpath} does not match the network of {against}: " + ", ".join(parts))
+
+def _check_finite(model:nn.Module, wpath) -> None:
+    for k, v in model.state_dict().items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{wpath}: key {k!r} holds non-finite values (NaN or inf)")
 
 # %% ../nbs/06_digits_model.ipynb #5baa8ab4
 def _load_own(stem: Path, device="cpu", dtype=torch.float32, name: str | None = None) -> UNet:
-    """A `UNet` from `stem.safetensors` + `stem.json` (as written by `save_model`). Loads as trained or not at all:
-    a missing or unexpected weight, a broken JSON file, a bad `sample_shape` or noise schedule is a `ValueError`
-    naming the file and the keys."""
+    """A `UNet` from `stem.safetensors` + `stem.json` (as written by `save_model`). Loads as trained or not at all, and
+    checks everything before building the network: the UNet arguments, a `sample_shape` it can run, the noise schedule,
+    and the names and shapes of the weights (from the file's header). Each failure is a `ValueError` naming the file and
+    the key."""
     from safetensors.torch import load_file
     wpath, cpath = stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"
     if not (wpath.is_file() and cpath.is_file()):
         raise ValueError(f"{wpath} needs its config {cpath.name} next to it (files written by save_model)")
     config = read_json(cpath, "model config")
     if not isinstance(config.get("unet"), dict): raise ValueError(f"{cpath}: key 'unet' (the UNet arguments) is missing or not an object")
-    try: model = UNet(**config["unet"])
-    except (TypeError, ValueError) as e: raise ValueError(f"{cpath}: key 'unet' does not describe a UNet: {e}") from None
-    try: state = load_file(str(wpath))
-    except Exception as e: raise ValueError(f"could not read the weights {wpath}: {e}") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{wpath} does not match the UNet of {cpath.name}: missing weights {missing[:8]}"
-                         f"{' …' if len(missing) > 8 else ''}, unexpected weights {unexpected[:8]}")
-    config["sample_shape"] = check_sample_shape(config.get("sample_shape"), str(cpath), model.conv_in.in_channels)
+    unknown = sorted(set(config["unet"]) - set(UNET_ARGS))
+    if unknown: raise ValueError(f"{cpath}: key 'unet' has unknown arguments {unknown}; a UNet takes {list(UNET_ARGS)}")
+    try: args = check_unet_args(**config["unet"])
+    except (TypeError, ValueError) as e: raise ValueError(f"{cpath}: key 'unet': {e}") from None
+    shape = check_sample_shape(config.get("sample_shape"), str(cpath), args["in_channels"])
+    try: config["sample_shape"] = check_runnable_shape(shape, len(args["ch_mult"]) - 1, unet_attention(args))
+    except ValueError as e: raise ValueError(f"{cpath}: {e}") from None
     config.update({k: v for k, v in check_noise_schedule(config, str(cpath)).items() if k != "prediction_type"})
     if config.get("prediction_type", "epsilon") != "epsilon":
         raise ValueError(f"{cpath}: key 'prediction_type' must be 'epsilon' for a deq_ddim_nb UNet, got {config['prediction_type']!r}")
+    with torch.device("meta"): expected = {k: v.shape for k, v in UNet(**args).state_dict().items()}
+    _check_weights(wpath, expected, cpath.name)                      # names and shapes, from the header only
+    try: state = load_file(str(wpath))
+    except Exception as e: raise ValueError(f"could not read the weights {wpath}: {e}") from None
+    model = UNet(**args)
+    model.load_state_dict(state)
+    _check_finite(model, wpath)
     if name: config["name"] = name
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     model.config = config
     return model
 
 # %% ../nbs/06_digits_model.ipynb #40428cdc
-def _diffusers_abar(config: dict) -> torch.Tensor:
-    """ᾱ `(n_train,)` float64 of a model's noise schedule, computed by `DDIMSchedule.from_config` itself (T = n_train: every
-    training step), so the v / x̂_0 → ε conversion and the sampler's schedule use the same ᾱ (also for `trained_betas`)."""
-    return DDIMSchedule.from_config(config["n_train"], config).abar
-
 class DiffusersEps(nn.Module):
-    "Adapter: a diffusers `UNet2DModel` as `eps_model(x, t) -> eps` (calls `unet(x, t).sample`)."
+    """Adapter: a diffusers `UNet2DModel` as `eps_model(x, t) -> eps` (calls `unet(x, t).sample`). A network trained to
+    predict v or x̂_0 (`config["trained_prediction_type"]`) is turned into an ε-model by `DDIMSchedule.output_to_eps` on
+    the schedule of every training step (T = n_train), the conversion the samplers use; its `config` then says
+    `prediction_type: "epsilon"`, which is what it returns."""
     def __init__(self, unet: nn.Module, config: dict):
         super().__init__()
-        self.unet, self.config = unet, config
-        self.prediction_type = config.get("prediction_type", "epsilon")
-        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise ValueError(f"prediction_type must be epsilon, v_prediction or sample, got {self.prediction_type!r}")
-        if self.prediction_type != "epsilon":  # ᾱ_t is needed to turn v or x̂_0 into ε
-            self.register_buffer("abar", _diffusers_abar(config), persistent=False)  # (n_train,) float64
+        trained = config.get("trained_prediction_type", config.get("prediction_type", "epsilon"))
+        self.prediction_type = check_choice("prediction_type", trained, PREDICTION_TYPES)
+        self.unet, self.config = unet, {**config, "prediction_type": "epsilon", "trained_prediction_type": trained}
+        n = config["n_train"]
+        self.conversion = DDIMSchedule.make(n, n_train=n, beta_start=config["beta_start"], beta_end=config["beta_end"],
+                                            beta_schedule=config["beta_schedule"], trained_betas=config.get("trained_betas"),
+                                            prediction_type=self.prediction_type)   # T = n_train: every training step
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        _check_dtype(x, next(self.unet.parameters()))
         t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])  # (N,)
-        out = self.unet(x, t).sample
-        if self.prediction_type == "epsilon": return out
-        a = self.abar.to(x.device)[t].to(x.dtype).reshape(-1, *[1] * (x.ndim - 1))  # ᾱ_t, (N, 1, 1, 1)
-        if self.prediction_type == "v_prediction": return a.sqrt() * out + (1 - a).sqrt() * x  # ε = √ᾱ v + √(1-ᾱ) x_t
-        return (x - a.sqrt() * out) / (1 - a).sqrt()  # ε = (x_t - √ᾱ x̂_0) / √(1-ᾱ)
+        return self.conversion.output_to_eps(self.unet(x, t).sample, x, t)   # ε = √ᾱ v + √(1-ᾱ) x_t, or (x_t - √ᾱ x̂_0) / √(1-ᾱ)
 
 # %% ../nbs/06_digits_model.ipynb #04e71896
 _EXPECTED = "config.json + diffusion_pytorch_model.safetensors (or .bin), as written by UNet2DModel.save_pretrained"
 _DIFFUSERS_KEYS = dict(n_train="num_train_timesteps")   # diffusers' names for the schedule keys
 
+def _diffusers_attention(ucfg: dict) -> dict:
+    "Levels of a diffusers UNet2DModel that attend (its Attn* down blocks, and the middle block) and their heads."
+    blocks = ucfg.get("down_block_types") or ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D")
+    chans = ucfg.get("block_out_channels") or (224, 448, 672, 896)
+    dim = ucfg.get("attention_head_dim", 8)                              # None: one head over all channels
+    heads = lambda l: max(1, int(chans[min(l, len(chans) - 1)]) // dim) if isinstance(dim, int) and dim > 0 else 1
+    levels = {l for l, b in enumerate(blocks) if "Attn" in str(b)}
+    if ucfg.get("add_attention", True) and ucfg.get("mid_block_type", "UNetMidBlock2D") is not None: levels.add(len(blocks) - 1)
+    return {l: heads(l) for l in levels}
+
 def _load_diffusers(path: Path, device="cpu", dtype=torch.float32) -> DiffusersEps:
     """A diffusers `UNet2DModel` directory (or a pipeline directory with `unet/`) as an eps_model. Loads as trained or not
-    at all: missing, unexpected or mis-shaped weights, a broken `config.json` / `scheduler_config.json` or a bad sample
-    size are a `ValueError` naming the file and the keys."""
+    at all: missing, unexpected or mis-shaped weights, a broken `config.json` / `scheduler_config.json`, a scheduler key
+    that the samplers cannot honour, or a sample size the network cannot run are a `ValueError` naming the file and the
+    keys. The returned `config` holds the scheduler's keys as written (so `DDIMSchedule.from_config` samples as diffusers
+    does), with `prediction_type: "epsilon"` (the adapter returns ε) and the trained one as `trained_prediction_type`."""
     unet_dir = next((d for d in (path, path / "unet") if (d / "config.json").is_file()), None)
     if unet_dir is None:
         raise ValueError(f"{path} is not a diffusers UNet2DModel directory: expected {_EXPECTED}, or a pipeline directory with unet/")
-    ucfg = read_json(unet_dir / "config.json", "UNet config")
+    cfile = unet_dir / "config.json"
+    ucfg = read_json(cfile, "UNet config")
     if ucfg.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise ValueError(f"{unet_dir} holds a {ucfg.get('_class_name')}, expected a UNet2DModel (unconditional image model)")
     weights = sorted(unet_dir.glob("diffusion_pytorch_model*"))
@@ -290,17 +416,31 @@ def _load_diffusers(path: Path, device="cpu", dtype=torch.float32) -> DiffusersE
     size = [size, size] if isinstance(size, int) and not isinstance(size, bool) else size
     in_ch = ucfg.get("in_channels", 3)
     if isinstance(in_ch, bool) or not isinstance(in_ch, int) or in_ch < 1:
-        raise ValueError(f"{unet_dir / 'config.json'}: key 'in_channels' must be an int >= 1, got {in_ch!r}")
-    sample_shape = check_sample_shape([in_ch, *size] if isinstance(size, (list, tuple)) else size,
-                                      str(unet_dir / "config.json"), key="sample_size")   # before building anything
+        raise ValueError(f"{cfile}: key 'in_channels' must be an int >= 1, got {in_ch!r}")
+    sample_shape = check_sample_shape([in_ch, *size] if isinstance(size, (list, tuple)) else size, str(cfile), key="sample_size")
+    blocks = ucfg.get("down_block_types") or ()
+    if not isinstance(blocks, (list, tuple)): raise ValueError(f"{cfile}: key 'down_block_types' must be a list, got {blocks!r}")
+    try: check_runnable_shape(sample_shape, max(len(blocks) or 4, 1) - 1, _diffusers_attention(ucfg), key="sample_size")
+    except (ValueError, TypeError) as e: raise ValueError(f"{cfile}: {e}") from None
     # the noise schedule: scheduler_config.json here, in the parent, or in the parent's scheduler/
     scfg_path = next((p for p in (unet_dir / "scheduler_config.json", unet_dir.parent / "scheduler_config.json",
                                   unet_dir.parent / "scheduler" / "scheduler_config.json") if p.is_file()), None)
     scfg = read_json(scfg_path, "scheduler config") if scfg_path else {}
     sched = check_noise_schedule(scfg, str(scfg_path or "the default schedule"), _DIFFUSERS_KEYS)
+    config = {**scfg, **{k: v for k, v in sched.items() if k != "prediction_type"}, "prediction_type": "epsilon",
+              "trained_prediction_type": sched["prediction_type"], "name": str(path), "source": "diffusers",
+              "sample_shape": sample_shape, "scheduler_config": str(scfg_path) if scfg_path else None}
+    try: DDIMSchedule.from_config(1, config)                         # every scheduler key honoured, or refused here
+    except (ValueError, TypeError) as e: raise ValueError(f"{scfg_path or cfile}: {e}") from None
     try: from diffusers import UNet2DModel
     except ImportError as e:
         raise ImportError("loading a diffusers model needs diffusers: pip install deq-ddim-nb[diffusers]") from e
+    wfile = unet_dir / "diffusion_pytorch_model.safetensors"
+    if wfile.is_file():                                              # names and shapes from the header, before loading
+        try:
+            with torch.device("meta"): skeleton = UNet2DModel.from_config(ucfg)
+        except Exception as e: raise ValueError(f"{cfile} does not describe a UNet2DModel: {e}") from None
+        _check_weights(wfile, {k: v.shape for k, v in skeleton.state_dict().items()}, "config.json")
     try:
         unet, info = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True, low_cpu_mem_usage=False,
                                                  output_loading_info=True)
@@ -309,8 +449,7 @@ def _load_diffusers(path: Path, device="cpu", dtype=torch.float32) -> DiffusersE
     if any(bad.values()):   # diffusers would only log this and leave the missing weights at their random init
         raise ValueError(f"{', '.join(w.name for w in weights)} in {unet_dir} does not match its config.json: "
                          + "; ".join(f"{k.replace('_', ' ')} {v[:8]}{' …' if len(v) > 8 else ''}" for k, v in bad.items() if v))
-    config = dict(name=str(path), source="diffusers", **{k: v for k, v in sched.items()}, sample_shape=sample_shape,
-                  scheduler_config=str(scfg_path) if scfg_path else None)
+    _check_finite(unet, ", ".join(str(w) for w in weights))
     unet = unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
     return DiffusersEps(unet, config).to(device).eval()
 
@@ -319,9 +458,11 @@ def load_model(name_or_path, device="cpu", dtype=torch.float32) -> nn.Module:
     """An `eps_model(x, t) -> eps` (eval mode, frozen parameters) with a `config` dict
     (`name`, `n_train`, `beta_start`, `beta_end`, `beta_schedule`, `sample_shape`, ...).
     `name_or_path`: `"digits"` (shipped, offline), a `.safetensors` file written by `save_model`,
-    or a diffusers `UNet2DModel` / pipeline directory."""
+    or a diffusers `UNet2DModel` / pipeline directory. `dtype`: torch.float32 or torch.float64."""
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     if isinstance(name_or_path, str) and name_or_path in _SHIPPED:
-        return _load_own(_assets_dir() / _SHIPPED[name_or_path], device, dtype, name=name_or_path)
+        return _load_own(assets_dir() / _SHIPPED[name_or_path], device, dtype, name=name_or_path)
     if not isinstance(name_or_path, (str, Path)) and not hasattr(name_or_path, "__fspath__"):
         raise TypeError(f"name_or_path must be a model name or a path, got {type(name_or_path).__name__}")
     path = Path(name_or_path).expanduser()

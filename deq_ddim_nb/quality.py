@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from .checks import check_int
+from .files import assets_dir, publish
 from .toy import digits_data
 
 # %% auto #0
@@ -27,15 +29,24 @@ def feature_stats(feats) -> tuple[np.ndarray, np.ndarray]:
     if f.ndim != 2 or len(f) < 2: raise ValueError(f"features must have shape (N, D) with N >= 2, got {f.shape}")
     return f.mean(0), np.cov(f, rowvar=False)
 
+def _sqrt_psd(c:np.ndarray) -> np.ndarray:
+    "The symmetric square root of a positive semi-definite matrix (eigenvalues below 0 from rounding count as 0)."
+    w, v = np.linalg.eigh((c + c.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
 def frechet_distance(mu1, cov1, mu2, cov2) -> float:
-    "Fréchet distance d_F² between N(mu1, cov1) and N(mu2, cov2)."
-    from scipy.linalg import sqrtm
-    covmean = sqrtm(cov1 @ cov2)
-    if not np.isfinite(covmean).all():           # singular product: regularise as pytorch-fid does
-        off = np.eye(len(cov1)) * 1e-6
-        covmean = sqrtm((cov1 + off) @ (cov2 + off))
-    covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean))
+    """Fréchet distance d_F² between N(mu1, cov1) and N(mu2, cov2), in float64. Tr (Σ1 Σ2)^{1/2} is the sum of the square
+    roots of the eigenvalues of Σ1^{1/2} Σ2 Σ1^{1/2}, a symmetric positive semi-definite matrix similar to Σ1 Σ2: exact
+    also when a covariance is singular (no more samples than features), where a general matrix square root is not."""
+    mu1, mu2 = np.asarray(mu1, dtype=np.float64), np.asarray(mu2, dtype=np.float64)
+    cov1, cov2 = np.asarray(cov1, dtype=np.float64), np.asarray(cov2, dtype=np.float64)
+    D = mu1.shape[0] if mu1.ndim == 1 else -1
+    if mu2.shape != (D,) or cov1.shape != (D, D) or cov2.shape != (D, D):
+        raise ValueError(f"need means (D,) and covariances (D, D) of one D, got {mu1.shape}, {cov1.shape}, {mu2.shape}, {cov2.shape}")
+    s1 = _sqrt_psd(cov1)
+    m = s1 @ cov2 @ s1
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2 * tr_covmean)
 
 # %% ../nbs/07_quality.ipynb #45fbafaf
 class DigitsClassifier(nn.Module):
@@ -66,22 +77,22 @@ def train_classifier(steps:int=1500, batch_size:int=128, lr:float=2e-3, seed:int
     xt, yt = digits_data(16, "test", dtype=torch.float32)
     return clf, float((clf(xt).argmax(1) == yt).float().mean())
 
-def _classifier_path() -> Path:
-    import deq_ddim_nb
-    return Path(list(deq_ddim_nb.__path__)[0]) / "assets" / "digits_classifier.safetensors"
+def _classifier_path() -> Path: return assets_dir() / "digits_classifier.safetensors"
 
-def save_classifier(clf:DigitsClassifier, path=None) -> Path:
-    from safetensors.torch import save_file
+def save_classifier(clf:DigitsClassifier, path=None, overwrite:bool=False) -> Path:
+    "Write the classifier's weights (safetensors) to `path` (default: the shipped file) with `files.publish`: never replaces a file without `overwrite`."
+    from safetensors.torch import save
     path = Path(path or _classifier_path())
-    save_file({k: v.contiguous() for k, v in clf.state_dict().items()}, str(path))
-    return path
+    return publish({path: save({k: v.contiguous() for k, v in clf.state_dict().items()})}, overwrite=overwrite)[0]
 
 def load_classifier(device="cpu", path=None) -> DigitsClassifier:
-    "The shipped digits classifier (eval mode, frozen)."
+    "The shipped digits classifier (eval mode, frozen); weights that do not fit `DigitsClassifier` are a ValueError naming the file."
     from safetensors.torch import load_file
     path = Path(path or _classifier_path())
-    if not path.is_file(): raise FileNotFoundError(f"{path} not found: run scripts/train_classifier.py")
-    clf = DigitsClassifier(); clf.load_state_dict(load_file(str(path)))
+    if not path.is_file(): raise FileNotFoundError(f"{path} not found: the classifier's weights are missing")
+    clf = DigitsClassifier()
+    try: clf.load_state_dict(load_file(str(path)))
+    except Exception as e: raise ValueError(f"{path} does not hold the weights of a DigitsClassifier: {e}") from None
     return clf.to(device).eval().requires_grad_(False)
 
 # %% ../nbs/07_quality.ipynb #e40ab3a7
@@ -124,8 +135,7 @@ def generate(model, method:str, T:int, n:int, seed:int=0, batch:int=250, progres
     from deq_ddim_nb.ddim import ddim_sample, draw_noise
     from deq_ddim_nb.deq import deq_sample
     if method not in METHODS: raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    for k, v in (("n", n), ("batch", batch)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be a positive int, got {v!r}")
+    n, batch = check_int("n", n, 1), check_int("batch", batch, 1)
     eta, kind = METHODS[method]
     sched = DDIMSchedule.from_config(T, model.config, eta=eta)
     g = torch.Generator().manual_seed(seed)

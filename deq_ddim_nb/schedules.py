@@ -235,8 +235,6 @@ class DDIMSchedule:
         cv = lambda v: v.to(device=device, dtype=dtype)
         return replace(self, t=self.t.to(device), abar=cv(self.abar), abar_prev=cv(self.abar_prev), sigma=cv(self.sigma))
 
-#| export
-
 
 # %% ../nbs/00_schedules.ipynb #8ca8e5ea
 # diffusers' DDIMScheduler / DDPMScheduler keys that change the timesteps or the coefficients, and what happens to them

@@ -215,7 +215,7 @@ def test_diffusers_v_prediction_converted_to_eps(tmp_path):
     unet.save_pretrained(tmp_path)
     diffusers.DDIMScheduler(prediction_type="v_prediction").save_pretrained(tmp_path)
     m = load_model(tmp_path)
-    assert m.config["prediction_type"] == "v_prediction"
+    assert (m.config["prediction_type"], m.config["trained_prediction_type"]) == ("epsilon", "v_prediction")
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([10, 900])
     with torch.no_grad():
         v = unet(x, t).sample
@@ -292,10 +292,10 @@ def test_shipped_loader_checks_its_json(tmp_path, monkeypatch):
     import shutil
     from deq_ddim_nb import models
     for suffix in (".safetensors", ".json"):
-        shutil.copy(models._assets_dir() / f"digits_unet{suffix}", tmp_path / f"digits_unet{suffix}")
+        shutil.copy(models.assets_dir() / f"digits_unet{suffix}", tmp_path / f"digits_unet{suffix}")
     cfg = json.loads((tmp_path / "digits_unet.json").read_text()); del cfg["sample_shape"]
     (tmp_path / "digits_unet.json").write_text(json.dumps(cfg))
-    monkeypatch.setattr(models, "_assets_dir", lambda: tmp_path)
+    monkeypatch.setattr(models, "assets_dir", lambda: tmp_path)
     with pytest.raises(ValueError, match="digits_unet.json.*'sample_shape' is missing"):
         load_model("digits")
 
@@ -306,9 +306,17 @@ def test_diffusers_missing_weight_raises(tmp_path):
     _tiny_unet().save_pretrained(tmp_path)
     f = tmp_path / "diffusion_pytorch_model.safetensors"
     sd = load_file(str(f)); del sd["conv_norm_out.weight"]; save_file(sd, str(f))
-    with pytest.raises(ValueError, match=r"diffusion_pytorch_model\.safetensors in .* does not match its config\.json: "
-                                         r"missing keys \['conv_norm_out\.weight'\]"):
+    with pytest.raises(ValueError, match=re.escape(str(f)) + r" does not match the network of config\.json: "
+                                         r"missing weights \['conv_norm_out\.weight'\]"):
         load_model(tmp_path)
+    # a .bin checkpoint has no header to read first: diffusers' loading report is checked instead
+    b = tmp_path / "bin"
+    _tiny_unet().save_pretrained(b, safe_serialization=False)
+    sd = torch.load(b / "diffusion_pytorch_model.bin", weights_only=True); del sd["conv_norm_out.weight"]
+    torch.save(sd, b / "diffusion_pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"diffusion_pytorch_model\.bin in .* does not match its config\.json: "
+                                         r"missing keys \['conv_norm_out\.weight'\]"):
+        load_model(b)
 
 
 def test_diffusers_unexpected_weight_raises(tmp_path):
@@ -317,7 +325,7 @@ def test_diffusers_unexpected_weight_raises(tmp_path):
     _tiny_unet().save_pretrained(tmp_path)
     f = tmp_path / "diffusion_pytorch_model.safetensors"
     sd = load_file(str(f)); sd["extra.weight"] = torch.zeros(2); save_file(sd, str(f))
-    with pytest.raises(ValueError, match=r"unexpected keys \['extra\.weight'\]"):
+    with pytest.raises(ValueError, match=r"unexpected weights \['extra\.weight'\]"):
         load_model(tmp_path)
 
 
@@ -361,9 +369,161 @@ def test_v_prediction_uses_the_schedules_abar_with_trained_betas(tmp_path):
     m = load_model(tmp_path)
     abar = torch.cumprod(1 - betas, 0)
     sched = DDIMSchedule.from_config(200, m.config)
-    torch.testing.assert_close(m.abar, sched.abar)                                 # one ᾱ for both
-    torch.testing.assert_close(m.abar, abar)                                       # and it is the trained_betas' one
+    torch.testing.assert_close(m.conversion.abar, sched.abar)                      # one ᾱ for both
+    torch.testing.assert_close(m.conversion.abar, abar)                            # and it is the trained_betas' one
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 150])
     with torch.no_grad(): v = unet(x, t).sample
     a = abar.float()[t][:, None, None, None]
     torch.testing.assert_close(m(x, t), a.sqrt() * v + (1 - a).sqrt() * x)
+
+
+# ---------- every bad model file is refused, naming the file and the key, before anything is loaded ----------
+def _spoil_weights(w, change):
+    from safetensors.torch import load_file, save_file
+    sd = load_file(str(w)); change(sd); save_file(sd, str(w))
+
+
+def _spoil_config(c, change):
+    cfg = json.loads(c.read_text()); change(cfg); c.write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("change,key,match", [
+    (lambda sd: sd.update({"conv_in.weight": torch.zeros(8, 1, 5, 5)}), "conv_in.weight",
+     r"wrong shapes: 'conv_in\.weight' is \[8, 1, 5, 5\], needs \[8, 1, 3, 3\]"),
+    (lambda sd: sd.update({"conv_out.bias": torch.zeros(1, dtype=torch.int64)}), "conv_out.bias", "not floating point: 'conv_out.bias' is I64"),
+    (lambda sd: sd["conv_out.bias"].fill_(float("nan")), "conv_out.bias", "key 'conv_out.bias' holds non-finite values"),
+])
+def test_own_bad_weights_name_the_file_and_the_key(tmp_path, change, key, match):
+    w, c = _tiny_own(tmp_path)
+    _spoil_weights(w, change)
+    with pytest.raises(ValueError, match=re.escape(str(w)) + ".*" + match) as e:
+        load_model(w)
+    assert key in str(e.value)
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda c: c["unet"].update(groups=0), "key 'unet': groups must be >= 1, got 0"),
+    (lambda c: c["unet"].update(ch=-8), "key 'unet': ch must be >= 2, got -8"),
+    (lambda c: c["unet"].update(ch=9, groups=1, heads=1), "key 'unet': ch must be even"),
+    (lambda c: c["unet"].update(ch="8"), "key 'unet': ch must be an int"),
+    (lambda c: c["unet"].update(groups=3), r"key 'unet': groups=3 must divide the channels of every GroupNorm \[8, 16\]"),
+    (lambda c: c["unet"].update(heads=3), r"key 'unet': heads=3 must divide the channels of every attention layer \[16\]"),
+    (lambda c: c["unet"].update(attn_levels=[2]), r"key 'unet': attn_levels\[0\] must be <= 1, got 2"),
+    (lambda c: c["unet"].update(ch_mult=[]), "key 'unet': ch_mult must have at least one entry"),
+    (lambda c: c["unet"].update(num_res_blocks=0), "key 'unet': num_res_blocks must be >= 1"),
+    (lambda c: c["unet"].update(dropout=1.5), "key 'unet': dropout must be < 1"),
+    (lambda c: c["unet"].update(width=3), r"key 'unet' has unknown arguments \['width'\]"),
+    (lambda c: c["unet"].update(ch=10 ** 6), "key 'unet': ch must be <= 8192"),
+    (lambda c: c.update(sample_shape=[1, 15, 15]), r"key 'sample_shape' = \[1, 15, 15\] cannot run: .* multiples of 2"),
+    (lambda c: c.update(sample_shape=[1, 16]), r"key 'sample_shape' must be \[C, H, W\] for a 2-d UNet"),
+    (lambda c: c.update(sample_shape=[1, 2048, 2048]), r"key 'sample_shape' = \[1, 2048, 2048\] is too large for this UNet"),
+])
+def test_own_bad_config_is_refused_before_any_weight_is_loaded(tmp_path, monkeypatch, change, match):
+    import safetensors.torch
+    w, c = _tiny_own(tmp_path)
+    _spoil_config(c, change)
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: pytest.fail("weights loaded before the config was checked"))
+    with pytest.raises(ValueError, match=re.escape(str(c)) + ": " + match):
+        load_model(w)
+
+
+def test_the_shipped_architecture_refuses_a_huge_sample_at_once(tmp_path):
+    "[1, 2048, 2048] passes the size cap of one sample, but the middle attention (512² positions) would need terabytes."
+    import shutil
+    from deq_ddim_nb.files import assets_dir
+    for suffix in (".safetensors", ".json"): shutil.copy(assets_dir() / f"digits_unet{suffix}", tmp_path / f"d{suffix}")
+    _spoil_config(tmp_path / "d.json", lambda c: c.update(sample_shape=[1, 2048, 2048]))
+    with pytest.raises(ValueError, match=r"d\.json: key 'sample_shape' = \[1, 2048, 2048\] is too large .* 512x512 "
+                                         r"\(262,144 positions, 4 heads\) needs 1,024 GiB per sample"):
+        load_model(tmp_path / "d.safetensors")
+    _spoil_config(tmp_path / "d.json", lambda c: c.update(sample_shape=[1, 20, 12]))   # multiples of 4 run
+    m = load_model(tmp_path / "d.safetensors")
+    assert m(torch.randn(2, 1, 20, 12), torch.tensor([1, 2])).shape == (2, 1, 20, 12)
+
+
+def test_a_state_of_another_dtype_is_a_clear_error(digits):
+    with pytest.raises(TypeError, match=r"x is torch\.float64 but the model's weights are torch\.float32.*dtype=torch\.float64"):
+        digits(torch.randn(2, 1, 16, 16, dtype=torch.float64), torch.tensor([1, 2]))
+    with pytest.raises(TypeError, match="dtype must be torch.float32 or torch.float64"):
+        load_model("digits", dtype=torch.float16)
+
+
+def test_unet_arguments_are_checked_by_name():
+    with pytest.raises(ValueError, match="groups must be >= 1, got 0"): UNet(groups=0)
+    with pytest.raises(ValueError, match="ch must be >= 2, got -32"): UNet(ch=-32)
+    with pytest.raises(TypeError, match=r"ch_mult\[1\] must be an int"): UNet(ch_mult=(1, 2.5))
+    with pytest.raises(TypeError, match="attn_levels must be a list of ints"): UNet(attn_levels=3)
+
+
+def test_save_model_writes_all_files_or_none(tmp_path):
+    cfg = TrainConfig(unet=dict(in_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(), groups=4, heads=2))
+    m, hist = UNet(**cfg.unet), [dict(step=1, loss=0.5, lr=1e-3, seconds=0.1)]
+    save_model(m, tmp_path / "a", cfg, hist)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.safetensors", "a_loss.csv"]
+    (tmp_path / "b.json").write_text("mine")                       # one of three exists: nothing is written
+    with pytest.raises(FileExistsError, match="b.json"):
+        save_model(m, tmp_path / "b", cfg, hist)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("b")) == ["b.json"]
+    assert (tmp_path / "b.json").read_text() == "mine"
+    os.mkfifo(tmp_path / "c_loss.csv")                              # a FIFO is never replaced, even with overwrite
+    with pytest.raises(ValueError, match="FIFO"):
+        save_model(m, tmp_path / "c", cfg, hist, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("c")) == ["c_loss.csv"]
+    save_model(m, tmp_path / "b", cfg, hist, overwrite=True)
+    assert load_model(tmp_path / "b.safetensors").config["name"] == "digits"
+    with pytest.raises(ValueError, match="model does not match cfg.unet"):
+        save_model(UNet(), tmp_path / "d", cfg)
+    with pytest.raises(ValueError, match="multiples of 2"):
+        save_model(m, tmp_path / "d", cfg, sample_shape=(1, 9, 9))
+    assert not any(p.name.startswith("d") or p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_diffusers_bad_files_name_the_file_and_the_key(tmp_path):
+    pytest.importorskip("diffusers")
+    _tiny_unet().save_pretrained(tmp_path)
+    f = tmp_path / "diffusion_pytorch_model.safetensors"
+    _spoil_weights(f, lambda sd: sd.update({"conv_in.weight": torch.zeros(8, 1, 5, 5)}))
+    with pytest.raises(ValueError, match=re.escape(str(f)) + r" does not match the network of config\.json: wrong shapes: "
+                                         r"'conv_in\.weight' is \[8, 1, 5, 5\], needs \[8, 1, 3, 3\]"):
+        load_model(tmp_path)
+    _tiny_unet().save_pretrained(tmp_path)
+    _spoil_config(tmp_path / "config.json", lambda c: c.update(sample_size=7))
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "config.json")) + r": key 'sample_size' = \[1, 7, 7\] cannot run"):
+        load_model(tmp_path)
+    _tiny_unet().save_pretrained(tmp_path)
+    (tmp_path / "scheduler_config.json").write_text(json.dumps({"num_train_timesteps": 1000, "thresholding": True}))
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "scheduler_config.json")) + r": config\['thresholding'\] = True"):
+        load_model(tmp_path)
+    (tmp_path / "scheduler_config.json").unlink()
+    m = load_model(tmp_path)
+    with pytest.raises(TypeError, match=r"x is torch\.float64 but the model's weights are torch\.float32"):
+        m(torch.randn(1, 1, 8, 8, dtype=torch.float64), torch.tensor([3]))
+
+
+@pytest.mark.parametrize("sched_kw", [
+    dict(prediction_type="v_prediction", timestep_spacing="trailing"),
+    dict(prediction_type="v_prediction", timestep_spacing="leading", steps_offset=1, set_alpha_to_one=False, clip_sample=False),
+    dict(prediction_type="epsilon", timestep_spacing="trailing", beta_schedule="scaled_linear", beta_end=0.012),
+    dict(prediction_type="sample", timestep_spacing="linspace", clip_sample=True),
+], ids=["v-trailing", "v-leading-offset", "eps-trailing-scaled", "x0-linspace-clip"])
+def test_diffusers_directory_samples_as_diffusers_ddim_scheduler(tmp_path, sched_kw):
+    """save_pretrained (UNet and DDIMScheduler) -> load_model -> DDIMSchedule.from_config -> ddim_sample agrees with a loop
+    over diffusers' own DDIMScheduler on the same network (float32)."""
+    diffusers = pytest.importorskip("diffusers")
+    unet = _tiny_unet().eval()
+    unet.save_pretrained(tmp_path)
+    diffusers.DDIMScheduler(num_train_timesteps=1000, **sched_kw).save_pretrained(tmp_path)
+    m = load_model(tmp_path)
+    assert m.config["prediction_type"] == "epsilon" and m.config["trained_prediction_type"] == sched_kw["prediction_type"]
+    assert all(m.config[k] == v for k, v in sched_kw.items() if k != "prediction_type")     # the scheduler keys, verbatim
+    T = 10
+    x_T = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ours = ddim_sample(m, x_T, DDIMSchedule.from_config(T, m.config))
+    ref = diffusers.DDIMScheduler.from_pretrained(tmp_path)
+    ref.set_timesteps(T)
+    x = x_T.clone()
+    with torch.no_grad():
+        for t in ref.timesteps:
+            x = ref.step(unet(x, t).sample, t, x, eta=0.0).prev_sample
+    assert torch.isfinite(x).all() and x.abs().max() > 0.1
+    torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)

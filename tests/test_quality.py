@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from deq_ddim_nb.quality import frechet_distance, feature_stats, load_classifier, sample_quality, generate, METHODS
+from deq_ddim_nb.quality import (frechet_distance, feature_stats, load_classifier, sample_quality, generate, METHODS,
+                                 save_classifier)
 from deq_ddim_nb.toy import digits_data
 
 
@@ -59,11 +60,49 @@ def test_bad_inputs():
         feature_stats(np.zeros(4))
     with pytest.raises(ValueError, match="method must be one of"):
         generate(None, "DDIM", 10, 1)
-    for kw, msg in ((dict(n=0), "n must be"), (dict(n=2.0), "n must be"), (dict(n=4, batch=0), "batch must be")):
-        with pytest.raises(ValueError, match=msg):
+    for kw, exc, msg in ((dict(n=0), ValueError, "n must be >= 1, got 0"), (dict(n=2.0), TypeError, "n must be an int"),
+                         (dict(n=4, batch=0), ValueError, "batch must be >= 1, got 0")):
+        with pytest.raises(exc, match=msg):
             generate(None, "DDIM (sequential)", 10, **kw)
+    with pytest.raises(ValueError, match="need means \\(D,\\) and covariances \\(D, D\\)"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
 
 
 def test_non_finite_samples_are_a_clear_error():
     with pytest.raises(ValueError, match="non-finite"):
         sample_quality(torch.full((8, 1, 16, 16), float("nan")))
+
+
+def test_frechet_distance_agrees_with_sqrtm_and_stays_exact_and_silent_when_singular():
+    "Against scipy's sqrtm where it is exact; with fewer samples than features (singular covariances) sqrtm warns, ours not."
+    import warnings
+    from scipy.linalg import sqrtm
+    rng = np.random.default_rng(2)
+    A, B = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
+    C1, C2 = A @ A.T + np.eye(6), B @ B.T + 0.5 * np.eye(6)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    ref = ((mu1 - mu2) ** 2).sum() + np.trace(C1 + C2 - 2 * sqrtm(C1 @ C2).real)
+    assert np.isclose(frechet_distance(mu1, C1, mu2, C2), ref, rtol=1e-10)
+    # rank-3 covariances of 8 features; d_F^2 in closed form for commuting (diagonal) ones: sum (sqrt(s1) - sqrt(s2))^2
+    s1, s2 = np.array([4.0, 1, 0.25, 0, 0, 0, 0, 0]), np.array([1.0, 0, 9, 0, 0, 0, 0, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                              # no LinAlgWarning, no RuntimeWarning
+        got = frechet_distance(np.zeros(8), np.diag(s1), np.zeros(8), np.diag(s2))
+    assert np.isclose(got, ((np.sqrt(s1) - np.sqrt(s2)) ** 2).sum(), rtol=1e-12)
+    f = rng.normal(size=(5, 8)); mu, cov = feature_stats(f)          # 5 samples, 8 features
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert abs(frechet_distance(mu, cov, mu, cov)) < 1e-6 * np.trace(cov)
+
+
+def test_save_classifier_never_replaces_without_overwrite(tmp_path):
+    clf = load_classifier()
+    p = save_classifier(clf, tmp_path / "c.safetensors")
+    with pytest.raises(FileExistsError):
+        save_classifier(clf, p)
+    save_classifier(clf, p, overwrite=True)
+    x = digits_data(16, "test", dtype=torch.float32)[0][:4]
+    assert torch.equal(load_classifier(path=p)(x), clf(x))
+    (tmp_path / "bad.safetensors").write_bytes(p.read_bytes()[:100])
+    with pytest.raises(ValueError, match="bad.safetensors does not hold the weights of a DigitsClassifier"):
+        load_classifier(path=tmp_path / "bad.safetensors")
