@@ -225,7 +225,7 @@ Python 3.10 or newer. On a computer without an NVIDIA GPU, install the CPU build
 ```sh
 python3 -m venv .venv
 .venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu
-.venv/bin/pip install "deq-ddim-nb[diffusers]" fastcore
+.venv/bin/pip install "deq-ddim-nb[diffusers]"
 ```
 
 (On Windows the programs are in `.venv\\Scripts\\` instead of `.venv/bin/`.) Nothing else is needed: the trained digits
