@@ -1,4 +1,10 @@
-"deq_ddim_nb.parallel: starts, the sliding window, sharded and torch.distributed sampling, the GPU and torchrun scripts."
+"""deq_ddim_nb.parallel (starts, the sliding window, sharded calls) and deq_ddim_nb.distributed (torchrun, image sets by
+rank); the lesson's exercises; the scripts behind its recorded results (bench/paper_solver.py, bench/threads_study.py);
+the GPU and torchrun scripts."""
+import importlib.util
+import inspect
+import json
+import math
 import os
 import socket
 import subprocess
@@ -12,8 +18,8 @@ import torch
 from conftest import randn, rel
 from deq_ddim_nb.ddim import ddim_sample, draw_noise
 from deq_ddim_nb.deq import ShardedEps, deq_sample, deq_update
-from deq_ddim_nb.parallel import (coarse_init, make_init, scaled_init, window_sample, sample_images, image_inputs,
-                                  shard_bounds, DistributedEps)
+from deq_ddim_nb.distributed import DistributedEps, image_inputs, sample_images, shard_bounds
+from deq_ddim_nb.parallel import coarse_init, make_init, scaled_init, window_budget, window_sample
 from deq_ddim_nb.schedules import DDIMSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +46,8 @@ def test_coarse_init_with_K_equal_T_is_sequential_ddim(digits_model):
     assert rel(coarse_init(digits_model, x_T, s, 3), xs[:-1]) > 1e-3   # a coarse start is only a start
     assert make_init("coarse:3", digits_model, x_T, s)[1:] == (3, 3)
     with pytest.raises(ValueError, match="init must be one of"): make_init("ones", digits_model, x_T, s)
-    with pytest.raises(ValueError, match="K"): coarse_init(digits_model, x_T, s, 26)
+    with pytest.raises(ValueError, match="K must be <= 25"): coarse_init(digits_model, x_T, s, 26)
+    with pytest.raises(TypeError, match="K must be an int"): coarse_init(digits_model, x_T, s, 2.0)
 
 
 def test_window_of_one_is_sequential_ddim(digits_model):
@@ -69,9 +76,12 @@ def test_eq24_window_with_noise_solves_sddim(digits_model):
 
 def test_window_bad_inputs(digits_model):
     s, x_T = DDIMSchedule.make(5), randn(1, 1, 8, 8)
-    for kw, msg in ((dict(window=0), "window must be"), (dict(window=2.5), "window must be"), (dict(tol=0), "tol must be"),
-                    (dict(max_iter=0), "max_iter must be"), (dict(init="nope"), "init must be")):
+    for kw, msg in ((dict(window=0), "window must be"), (dict(tol=0), "tol must be"), (dict(freeze_tol=-1), "freeze_tol must be"),
+                    (dict(noise_tol=0), "noise_tol must be"), (dict(max_iter=0), "max_iter must be"), (dict(init="nope"), "init must be")):
         with pytest.raises(ValueError, match=msg): window_sample(digits_model, x_T, s, **kw)
+    for kw, msg in ((dict(window=2.5), "window must be an int"), (dict(max_iter=2.5), "max_iter must be an int"),
+                    (dict(tol="0.1"), "tol must be a real number"), (dict(init=3), "init must be one of")):
+        with pytest.raises(TypeError, match=msg): window_sample(digits_model, x_T, s, **kw)
     with pytest.raises(TypeError, match="DDIMSchedule"): window_sample(digits_model, x_T, "sched")
     with pytest.raises(ValueError, match="shape"): window_sample(digits_model, x_T, s, noise=torch.zeros(4, 1, 1, 8, 8, dtype=torch.float64))
 
@@ -100,7 +110,8 @@ def test_shard_bounds_cover_everything_once():
             parts = [shard_bounds(n, r, world) for r in range(world)]
             assert parts[0][0] == 0 and parts[-1][1] == n and all(parts[i][1] == parts[i + 1][0] for i in range(world - 1))
             assert [hi - lo for lo, hi in parts] == [len(c) for c in torch.arange(n).tensor_split(world)]
-    with pytest.raises(ValueError, match="rank"): shard_bounds(4, 2, 2)
+    with pytest.raises(ValueError, match="rank must be <= 1"): shard_bounds(4, 2, 2)
+    with pytest.raises(TypeError, match="world must be an int"): shard_bounds(4, 0, 2.0)
 
 
 def test_distributed_eps_needs_a_process_group(unet):
@@ -207,10 +218,184 @@ class _NotATensor:
 
 def test_load_image_shards_refuses_pickled_code(tmp_path):
     "Shards load with weights_only=True: tensors and numbers come back, an arbitrary pickled object is refused."
-    from deq_ddim_nb.parallel import load_image_shards
+    from deq_ddim_nb.distributed import load_image_shards
     imgs = torch.arange(6.0).reshape(3, 1, 1, 2)
     torch.save({"indices": torch.tensor([2, 0, 1]), "images": imgs, "seed": 0, "n": 3}, tmp_path / "rank00000.pt")
     assert torch.equal(load_image_shards(tmp_path), imgs[torch.tensor([2, 0, 1]).argsort()])
     torch.save({"indices": torch.tensor([0]), "images": imgs[:1], "seed": 0, "n": 1, "x": _NotATensor()}, tmp_path / "rank00000.pt")
     with pytest.raises(Exception, match="(?i)weights_only|unpickl|not allowed|unsupported"):
         load_image_shards(tmp_path)
+
+
+# ---------- one validation policy, one set of keyword options ----------
+@pytest.mark.parametrize("bad,exc", [(2.5, TypeError), (0, ValueError), (True, TypeError)])
+def test_max_iter_is_checked_the_same_way_by_both_samplers(digits_model, bad, exc):
+    s, x_T = DDIMSchedule.make(5), randn(1, 1, 8, 8)
+    for sampler in (deq_sample, window_sample):
+        with pytest.raises(exc, match="max_iter"): sampler(digits_model, x_T, s, max_iter=bad)
+
+
+def test_samplers_share_their_keyword_only_options():
+    deq, win = inspect.signature(deq_sample).parameters, inspect.signature(window_sample).parameters
+    shared = ("tol", "max_iter", "init", "noise", "devices", "max_batch", "generator", "progress", "callback", "check")
+    for name in shared:
+        assert deq[name].kind is win[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+    assert list(win)[:3] == list(deq)[:3] == ["eps_model", "x_T", "sched"]
+
+
+def test_window_default_budget_is_window_budget(digits_model):
+    s, x_T = DDIMSchedule.make(12), randn(1, 1, 8, 8, seed=3)
+    assert window_budget(12) == 25
+    _, info = window_sample(digits_model, x_T, s)
+    assert info.max_iter == window_budget(12) and info.converged
+    with pytest.raises(ValueError, match="T must be >= 1"): window_budget(0)
+
+
+def test_window_generator_draws_the_sddim_noises_as_deq_sample_does(digits_model):
+    from deq_ddim_nb.ddim import draw_noise
+    s, x_T = DDIMSchedule.make(15, eta=0.8), randn(1, 1, 8, 8, seed=4)
+    x0, _ = window_sample(digits_model, x_T, s, tol=1e-9, generator=torch.Generator().manual_seed(5))
+    nz = draw_noise(s, x_T, torch.Generator().manual_seed(5))
+    assert rel(x0, ddim_sample(digits_model, x_T, s, nz)) < 1e-8
+
+
+def test_parallel_does_not_import_the_benchmark():
+    code = ("import sys, deq_ddim_nb.parallel as p; assert 'deq_ddim_nb.benchmark' not in sys.modules; "
+            "assert not hasattr(p, 'run_bench') and not hasattr(p, '__getattr__')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _public(module):
+    return [getattr(module, n) for n in module.__all__ if inspect.isfunction(getattr(module, n)) or inspect.isclass(getattr(module, n))]
+
+
+@pytest.mark.parametrize("modname", ["deq_ddim_nb.parallel", "deq_ddim_nb.distributed"])
+def test_every_public_function_documents_each_argument(modname):
+    from fastcore.docments import docments
+    import importlib
+    mod = importlib.import_module(modname)
+    missing = []
+    for obj in _public(mod):
+        if obj.__module__ != modname: continue
+        assert (obj.__doc__ or "").strip(), f"{obj.__name__} has no docstring"
+        f = obj.__init__ if inspect.isclass(obj) else obj
+        if inspect.isclass(obj) and f is object.__init__: continue
+        docs = docments(f, full=False)
+        missing += [f"{obj.__name__}({k})" for k, v in docs.items() if k not in ("self", "kw", "sampler_kwargs", "return") and not v]
+    allowed = set()
+    assert not set(missing) - allowed, sorted(set(missing) - allowed)
+
+
+def test_sample_images_never_replaces_rank_files_unasked(digits_model, tmp_path):
+    s = DDIMSchedule.make(5)
+    a = sample_images(digits_model, s, 3, sampler="ddim", dtype=torch.float64, out_dir=tmp_path)
+    before = (tmp_path / "rank00000.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        sample_images(digits_model, s, 3, sampler="ddim", dtype=torch.float64, seed=9, out_dir=tmp_path)
+    assert (tmp_path / "rank00000.pt").read_bytes() == before
+    b = sample_images(digits_model, s, 3, sampler="ddim", dtype=torch.float64, seed=9, out_dir=tmp_path, overwrite=True)
+    from deq_ddim_nb.distributed import load_image_shards
+    assert torch.equal(load_image_shards(tmp_path), b) and not torch.equal(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank00000.pt"]     # no temporary file left behind
+
+
+# ---------- the lesson's exercises ----------
+NB09 = ROOT / "nbs" / "09_parallel.ipynb"
+
+
+def _src(c):
+    return "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+
+
+def _exercise_namespace():
+    ns = {}
+    exec("import math, torch\nfrom deq_ddim_nb.parallel import *\nfrom deq_ddim_nb.files import read_recorded\n"
+         "from deq_ddim_nb.schedules import DDIMSchedule\nfrom deq_ddim_nb.toy import digits_eps", ns)
+    return ns
+
+
+def test_lesson_exercises_fail_a_wrong_answer_and_pass_the_reference():
+    from deq_ddim_nb.classroom import exercises
+    nb = json.loads(NB09.read_text())
+    exs = exercises(nb, NB09.name)
+    assert len(exs) >= 2 and all(e.has_metadata for e in exs)
+    assert any("pen and paper" in _src(nb["cells"][e.question]).lower() for e in exs)
+    strip = lambda s: "\n".join(l for l in s.splitlines() if not l.startswith("#|"))
+    for e in exs:
+        check = strip(_src(nb["cells"][e.check]))
+        ns = _exercise_namespace(); exec(strip(_src(nb["cells"][e.solution])), ns); exec(check, ns)      # the reference passes
+        for name in e.answers: assert name in ns, (e.number, name)
+        ns = _exercise_namespace(); exec(e.wrong, ns)
+        with pytest.raises(AssertionError): exec(check, ns)                                       # the wrong answer fails
+        # the check reads nothing else from the lesson: it passes on the answers alone
+        ns_ref = _exercise_namespace(); exec(strip(_src(nb["cells"][e.solution])), ns_ref)
+        only = {**_exercise_namespace(), **{n: ns_ref[n] for n in e.answers}}
+        exec(check, only)
+
+
+# ---------- the scripts behind the lesson's recorded results ----------
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paper_solver_script_on_the_exact_denoiser(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "paper_solver.py"), "--model", "toy", "--T", "12", "--seeds", "0", "2",
+                        "--out", str(tmp_path)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    import csv
+    rows = list(csv.DictReader(open(tmp_path / "paper_solver_T12_toy.csv")))
+    traces = list(csv.DictReader(open(tmp_path / "paper_solver_T12_toy_traces.csv")))
+    assert {r["solver"] for r in rows} == set(_load_script("paper_solver").SOLVERS) and len(rows) == 12
+    for row in rows:
+        n = sum(t["solver"] == row["solver"] and t["seed"] == row["seed"] for t in traces)
+        assert n == int(row["rounds"])                                          # one trace line per round
+        if row["solver"] == "anderson-authors": assert int(row["rounds"]) <= 15
+        if row["solver"] in ("chain_newton", "picard"):                       # exact after at most T rounds on the toy
+            assert row["converged"] == "True" and int(row["rounds"]) <= 13 and float(row["x0_err"]) < 1e-3
+
+
+def test_stays_below_counts_from_the_last_crossing():
+    sb = _load_script("paper_solver").stays_below
+    assert sb([1, 0.1, 1e-4, 2e-3, 1e-4], 1e-3) == 5 and sb([1e-4], 1e-3) == 1 and sb([1, 2], 1e-3) == math.inf
+
+
+def test_recorded_paper_solver_rows_reproduce_for_seed_0():
+    "The lesson's recorded study: rerun seed 0 of the paper's Anderson and of chain_newton on the shipped UNet."
+    from deq_ddim_nb.files import read_recorded
+    from deq_ddim_nb.models import load_model
+    ps = _load_script("paper_solver")
+    rows = {(r["solver"], int(r["seed"])): r for r in read_recorded("paper_solver_T100.csv")}
+    assert {int(s) for _, s in rows} >= set(range(8))                          # at least eight seeds
+    model = load_model("digits")
+    sched = DDIMSchedule.from_config(100, model.config, dtype=torch.float32)
+    x_T = torch.randn((1, *model.config["sample_shape"]), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(): ref = ddim_sample(model, x_T, sched)
+    for name in ("anderson-authors", "chain_newton"):
+        row, _ = ps.run_solver(name, model, x_T, sched, ref)
+        rec = rows[(name, 0)]
+        assert row["rounds"] == int(rec["rounds"]) and row["converged"] == (rec["converged"] == "True"), name
+        assert abs(row["x0_err"] - float(rec["x0_err"])) <= 0.05 * float(rec["x0_err"]), name
+
+
+def test_threads_study_script_records_what_the_lesson_reads(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "threads_study.py"), "--threads", "1", "--sizes", "1", "2", "4",
+                        "--T", "4", "--seeds", "1", "--repeats", "1", "--runs", "1", "--out", str(tmp_path)],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    d = json.loads((tmp_path / "threads_study.json").read_text())
+    one = d["threads"]["1"]
+    assert d["T"] == 4 and set(one["call_seconds"]) == {"1", "2", "4"} and d["raw"][0]["torch_threads"] == 1
+    assert one["batch_T_over_1"] == pytest.approx(one["call_seconds"]["4"] / one["call_seconds"]["1"])
+    assert one["deq"]["anderson-authors"]["rounds"] <= 15 and one["deq"]["chain_newton"]["rounds"] <= 5
+
+
+def test_recorded_threads_study_has_what_the_lesson_reads():
+    from deq_ddim_nb.files import read_recorded
+    d = read_recorded("threads_study.json")
+    assert {"1", "2"} <= set(d["threads"]) and d["T"] == 100
+    for n, s in d["threads"].items():
+        assert s["batch_T_over_1"] == pytest.approx(s["call_seconds"]["100"] / s["call_seconds"]["1"])
+        assert d["raw"] and all(r["torch_threads"] == int(r["threads"]) for r in d["raw"])
