@@ -6,24 +6,21 @@ Model: the exact denoiser of the digits training split (8x8, float64), T=100, on
 coefficients. Metric: the first round at which x_0 of the iterate is within 1e-3 (relative) of the sequential DDIM
 sample (no stopping rule involved). The grid spans restart_after x restart x lam x mixing; the chosen setting has the
 smallest worst case over the validation seeds (ties: smallest mean). The test seeds 0-7 are the ones issue 2 names,
-and are never used for the choice. Writes bench/results/anderson_sweep.csv.
+and are never used for the choice. Writes anderson_sweep.csv into --out (default: the user's cache folder), or into
+the package's recorded results with --record (--force replaces a file that is there).
 """
 import argparse
-import csv
 import itertools
-import os
 import time
-from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import torch
 from deq_ddim_nb.ddim import ddim_sample
 from deq_ddim_nb.deq import DEQ_ANDERSON, deq_sample
 from deq_ddim_nb.schedules import DDIMSchedule
+from deq_ddim_nb.files import csv_text
 from deq_ddim_nb.toy import digits_eps
-
-OUT = Path(__file__).resolve().parent / "results"
+from _results import Results, add_output_args
 
 
 def rounds_to_1e3(model, s, seed, max_iter=40, **kw):
@@ -38,8 +35,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--val", type=int, nargs=2, default=[8, 32], help="validation seeds: range(a, b)")
     p.add_argument("--test", type=int, nargs=2, default=[0, 8], help="test seeds: range(a, b)")
+    add_output_args(p)
     a = p.parse_args()
-    torch.set_num_threads(1)
+    res = Results(p, a, ["anderson_sweep.csv"])                     # checked before any work
+    torch.set_num_threads(1)                                         # the recorded rounds do not depend on it; the time does
     model, s = digits_eps(), DDIMSchedule.make(100)
     grid = [dict(restart=r, restart_after=g, lam=l, mixing=mx)
             for g, r, l, mx in itertools.product([0, 3, 5, 8], [1.0, 1.5], [1e-4, 1e-6], [1.0, 0.9])]
@@ -52,9 +51,7 @@ def main():
     best = min(rows, key=lambda r: (r["val_max"], r["val_mean"]))
     chosen = {k: best[k] for k in ("restart", "restart_after", "lam", "mixing")}
     for r in rows: r["chosen"] = r is best
-    OUT.mkdir(parents=True, exist_ok=True)
-    with open(OUT / "anderson_sweep.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
+    res.publish({"anderson_sweep.csv": csv_text(rows)})
     test = [rounds_to_1e3(model, s, sd, **chosen) for sd in range(*a.test)]
     default = {k: DEQ_ANDERSON[k] for k in chosen}
     print(f"\nchosen on validation seeds {a.val}: {chosen} (worst {best['val_max']}, mean {best['val_mean']})")

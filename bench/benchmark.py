@@ -1,20 +1,18 @@
 """DEQ-DDIM vs sequential DDIM: rounds, model evaluations, x_0 error and wall time of every sampler on the same x_T.
 
-    OMP_NUM_THREADS=1 python bench/benchmark.py            # the quick grid, the shipped table (a few minutes on one core)
-    python bench/benchmark.py --full                      # every variant, T = 10 … 1000 (tens of minutes)
-    python bench/benchmark.py --quick --out /tmp/bench     # a few seconds
-    python bench/benchmark.py --report-only                # rebuild speed.md and the plots from bench/results/speed.csv
+This is `deq-ddim bench` (the same entry point, the same options and exit codes):
 
-Writes bench/results/{speed.csv, speed.md, speed_traces.json, efficiency.csv, speed_rounds.png, speed_traces.png, efficiency.png}.
-The code lives in deq_ddim_nb.benchmark (notebook nbs/92_benchmark.ipynb); this file only calls it.
+    python bench/benchmark.py --out /tmp/bench                # the quick grid into /tmp/bench (a few minutes on one core)
+    python bench/benchmark.py --quick --out /tmp/bench         # a tiny grid, seconds
+    python bench/benchmark.py --full --out /tmp/bench          # every variant, T = 10 … 1000 (tens of minutes)
+    python bench/benchmark.py --report-only --out /tmp/bench --force   # rebuild speed.md and the plots from speed.csv
+    python bench/benchmark.py --record --force                 # the quick grid into the package's recorded results
+
+Without --out it writes to $XDG_CACHE_HOME/deq-ddim-nb/bench (~/.cache/deq-ddim-nb/bench). The code lives in
+deq_ddim_nb.benchmark (notebook nbs/92_benchmark.ipynb) and deq_ddim_nb.cli (nbs/11_cli.ipynb).
 """
-import os
 import sys
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 if __name__ == "__main__":
-    import torch
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    from deq_ddim_nb.benchmark import bench_main
-    sys.exit(bench_main())
+    from deq_ddim_nb.cli import main
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,9 +1,14 @@
 """Peak memory of one inversion run per (method, T), each in a fresh subprocess (resource.getrusage(RUSAGE_CHILDREN) on
 CPU; torch.cuda.max_memory_allocated on GPU). Usage:
-    OMP_NUM_THREADS=1 python bench/peak_memory.py [--T 10 20 100] [--targets 10] [--epochs 3] [--device cpu] [--out FILE]
-Prints a table and writes bench/results/inversion_memory.csv (method,T,peak_rss_mb,increment_mb,cuda_peak_mb)."""
-import argparse, csv, json, os, resource, subprocess, sys
+    OMP_NUM_THREADS=1 python bench/peak_memory.py [--T 10 20 100] [--targets 10] [--epochs 1] [--device cpu] [--out DIR | --record] [--force]
+Prints a table and writes inversion_memory.csv into --out (default: the user's cache folder), or with --record into the
+package's recorded results as deq_ddim_nb/assets/results/inversion_memory.csv (method,T,targets,peak_rss_mb,increment_mb,
+cuda_peak_mb,device,max_batch), which lesson 08 reads with deq_ddim_nb.files.read_recorded. Every run is invert() with
+its defaults from x_T ~ N(0, I) drawn from seed 0."""
+import argparse, csv, io, json, os, resource, subprocess, sys
 from pathlib import Path
+from deq_ddim_nb.files import csv_text
+from _results import Results, add_output_args
 
 CHILD = r"""
 import json, resource, sys, torch
@@ -16,12 +21,11 @@ method, T, B, epochs, device, max_batch = sys.argv[1], int(sys.argv[2]), int(sys
 m = load_model("digits", device=device)
 x = digits_data(16, "test", torch.float32)[0][:B].to(device)
 s = DDIMSchedule.from_config(T, m.config)
-x_T = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(device)
 if device.startswith("cuda"): torch.cuda.reset_peak_memory_stats()
 if method != "none":
     meth, grad = {"bptt": ("bptt", "phantom"), "deq": ("deq", "phantom"), "deq_ift": ("deq", "ift")}[method]
-    invert(m, x, s, method=meth, grad=grad, epochs=epochs, init=x_T, progress=False, max_batch=max_batch or None,
-           solver_kwargs=dict(solver="picard", tol=1e-2))
+    invert(m, x, s, method=meth, grad=grad, epochs=epochs, init="random", seed=0, progress=False,
+           max_batch=max_batch or None)
 cuda = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else float("nan")
 print(json.dumps(dict(cuda_peak_mb=cuda)))
 """
@@ -40,11 +44,12 @@ def main():
     p.add_argument("--T", type=int, nargs="+", default=[10, 20, 100])
     p.add_argument("--methods", nargs="+", default=["deq", "bptt"])
     p.add_argument("--targets", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-batch", type=int, default=100, help="images per model call in the DEQ solve (0: all T·B at once)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "inversion_memory.csv"))
+    add_output_args(p)
     a = p.parse_args()
+    res = Results(p, a, ["inversion_memory.csv"])                    # checked before any work
     rows = []
     # RUSAGE_CHILDREN keeps the maximum over all children, so run them from small to large expected peak:
     # a child whose peak is below an earlier one's is re-measured alone in its own grandparent (see run_isolated).
@@ -56,10 +61,8 @@ def main():
                              increment_mb=round(rss - base[0], 1), cuda_peak_mb=round(cuda, 1), device=a.device,
                              max_batch=a.max_batch))
             print(rows[-1], flush=True)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(a.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
-    print(f"baseline (model + data loaded, no inversion): {base[0]:.1f} MiB; wrote {a.out}")
+    res.publish({"inversion_memory.csv": csv_text(rows)})           # the old file or the new one, never half
+    print(f"baseline (model + data loaded, no inversion): {base[0]:.1f} MiB; wrote {res.path('inversion_memory.csv')}")
 
 def run_isolated(method, T, a):
     "One measurement in a fresh grandparent, so RUSAGE_CHILDREN holds exactly this child's peak."

@@ -3,21 +3,22 @@ DDPM, DDIM, DEQ-DDIM and DEQ-sDDIM (eta 0.2 / 0.5 / 1) at T in {10, 20, 50, 100}
 
     python bench/quality_table.py [--n 256] [--big 1000] [--Ts 10 20 50 100] [--repeats 3]
 
-Writes bench/results/quality.csv, quality.md and quality_T100_n1000.json.
+Writes quality.csv, quality.md and quality_T100_n<big>.json into --out (default: the user's cache folder) or, with
+--record, into the package's recorded results; cells already in the quality.csv there are kept unless recomputed, and
+replacing a file needs --force.
 """
 import argparse
 import csv
+import io
 import json
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch
+from deq_ddim_nb.files import csv_text
 from deq_ddim_nb.models import load_model
 from deq_ddim_nb.quality import METHODS, generate, load_classifier, sample_quality, time_per_image
-
-OUT = Path(__file__).resolve().parent / "results"
+from _results import Results, add_output_args
 
 
 def main():
@@ -28,12 +29,15 @@ def main():
     p.add_argument("--big-batch", type=int, default=50, help="images per DEQ solve in the big check (the solve stops when all converged)")
     p.add_argument("--repeats", type=int, default=3, help="single-image timings per cell (median)")
     p.add_argument("--methods", nargs="+", default=list(METHODS))
+    add_output_args(p)
     a = p.parse_args()
+    names = (["quality.csv", "quality.md"] if a.Ts else []) + ([f"quality_T100_n{a.big}.json"] if a.big else [])
+    res = Results(p, a, names)                                       # checked before any work
     torch.set_num_threads(1)
-    OUT.mkdir(parents=True, exist_ok=True)
     model, clf = load_model("digits"), load_classifier()
     # cells already in quality.csv are kept unless recomputed now, so columns can be run one at a time
-    old = list(csv.DictReader(open(OUT / "quality.csv"))) if (OUT / "quality.csv").exists() else []
+    read = lambda: list(csv.DictReader(io.StringIO(res.existing("quality.csv") or "")))
+    old = read()
     rows = [r for r in old if not (int(r["T"]) in (a.Ts or []) and r["method"] in a.methods)]
     mine = []                                                       # the cells this run computes
     for T in a.Ts or []:
@@ -47,17 +51,16 @@ def main():
             print(rows[-1], f"({time.perf_counter() - t0:.0f} s)", flush=True)
             mine.append(rows[-1])
             # re-read before writing, so that runs of other columns in parallel keep their cells
-            now = list(csv.DictReader(open(OUT / "quality.csv"))) if (OUT / "quality.csv").exists() else []
             done = {(str(r["T"]), r["method"]) for r in mine}
-            rows = [r for r in now if (r["T"], r["method"]) not in done] + mine
+            rows = [r for r in read() if (r["T"], r["method"]) not in done] + mine
             rows.sort(key=lambda r: (int(r["T"]), list(METHODS).index(r["method"])))
-            with open(OUT / "quality.csv", "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
-    if rows: write_table(rows, a)
-    if a.big: big_check(model, clf, a.big, a.big_batch)
+            res.publish({"quality.csv": csv_text(rows)})              # after every cell: a long run keeps its progress
+    if rows and a.Ts: res.publish({"quality.md": table_text(rows)})
+    if a.big: res.publish({f"quality_T100_n{a.big}.json": big_check(model, clf, a.big, a.big_batch)})
 
 
-def write_table(rows, a):
+def table_text(rows):
+    "quality.md: the table of d_F² and time per image."
     Ts = sorted({int(r["T"]) for r in rows})
     lines = ["| method | " + " | ".join(f"T={T}: d_F² / s per image" for T in Ts) + " |", "|---|" + "---|" * len(Ts)]
     for m in METHODS:
@@ -66,17 +69,19 @@ def write_table(rows, a):
     md = (f"Samples per cell: {', '.join(sorted({str(r['n']) for r in rows}, key=int))}; d_F² to the digits training split in the shipped classifier's feature space (lower is better; "
           f"the same noises for every method); time: median wall time of one single-image run on this machine's CPU "
           f"(torch threads = 1).\n\n" + "\n".join(lines) + "\n")
-    (OUT / "quality.md").write_text(md)
     print(md)
+    return md
 
 
 # the big check solves as `deq-ddim sample` does by default (deq_sample's Anderson, tol 1e-3 per state, at most 30 rounds)
 BIG_DEQ = dict(tol=1e-3, max_iter=30)
 
 
-def big_check(model, clf, n, batch):
+def big_check(model, clf, n, batch) -> str:
+    "The 1,000-sample check at T=100 as JSON text."
     import subprocess
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=OUT).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip()
     big = dict(settings=BIG_DEQ | dict(T=100, n=n, batch=batch, seed=0, commit=commit or "unknown"))
     xs = {}
     for m in ("DDIM (sequential)", "DEQ-DDIM"):
@@ -88,8 +93,8 @@ def big_check(model, clf, n, batch):
     rel = d.norm(dim=1) / xs["DDIM (sequential)"].flatten(1).norm(dim=1)
     big["max_rel_diff"], big["median_rel_diff"] = float(rel.max()), float(rel.median())
     big["fd_ratio"] = big["DEQ-DDIM"]["fd"] / big["DDIM (sequential)"]["fd"]
-    (OUT / f"quality_T100_n{n}.json").write_text(json.dumps(big, indent=1))
     print(json.dumps({k: (v if not isinstance(v, dict) else {kk: vv for kk, vv in v.items() if kk != "rounds"}) for k, v in big.items()}, indent=1))
+    return json.dumps(big, indent=1)
 
 
 if __name__ == "__main__":

@@ -11,17 +11,16 @@ as one batch, which changes nothing for these solvers (every image is its own pr
 every image has converged. A round is one batched network call over all T states. After round k the error of a run
 is that of x_0 of what the solver would return if it stopped there, ||x_0 - x_0^DDIM|| / ||x_0^DDIM||, against
 `ddim_sample` from the same x_T (with eta > 0 both use the same noises, drawn from seed a + 12345). Writes
-bench/results/rounds_study[_TAG].csv and .md (per-method table and the median error by round) and _traces.csv
-(median and worst error after every round). Methods: "anderson" is deq_sample's default; the others are
+rounds_study[_TAG].csv and .md (per-method table and the median error by round) and _traces.csv (median and worst error
+after every round) into --out (default: the user's cache folder), or with --record into the package's recorded results
+(--force replaces files that are there). Methods: "anderson" is deq_sample's default; the others are
 `solvers.chain_newton` with the options in METHODS ("chain_newton": the chosen settings).
 """
 import argparse
 import csv
-import os
+import io
 import time
-from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import torch
 from deq_ddim_nb.ddim import ddim_sample, draw_noise
@@ -29,8 +28,8 @@ from deq_ddim_nb.deq import deq_map, deq_sample, init_trajectory
 from deq_ddim_nb.models import load_model
 from deq_ddim_nb.schedules import DDIMSchedule
 from deq_ddim_nb import solvers as S
-
-OUT = Path(__file__).resolve().parent / "results"
+from deq_ddim_nb.files import csv_text
+from _results import Results, add_output_args
 
 
 def chain_kwargs(sched, dtype):
@@ -100,7 +99,10 @@ def main():
     p.add_argument("--tol", type=float, default=1e-3, help="the solvers' stopping tolerance")
     p.add_argument("--methods", nargs="+", default=["anderson", "chain_newton"], choices=["anderson", *METHODS])
     p.add_argument("--tag", default="")
+    add_output_args(p)
     a = p.parse_args()
+    stem = "rounds_study" + (f"_{a.tag}" if a.tag else "")
+    res = Results(p, a, [f"{stem}.csv", f"{stem}.md", f"{stem}_traces.csv"])   # checked before any work
     torch.set_num_threads(1)
     model = load_model("digits")
     sched = DDIMSchedule.from_config(a.T, model.config, eta=a.eta)
@@ -123,11 +125,8 @@ def main():
                          per_seed_1e3=" ".join(str(int(v)) if np.isfinite(v) else "inf" for v in r3)))
         print(rows[-1], flush=True)
         print("  median error by round:", " ".join(f"{v:.2g}" for v in traces[name]), flush=True)
-    OUT.mkdir(parents=True, exist_ok=True)
-    stem = "rounds_study" + (f"_{a.tag}" if a.tag else "")
-    with open(OUT / f"{stem}.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
-    with open(OUT / f"{stem}.md", "w") as fh:
+    fh = io.StringIO()                                                 # the .md, in memory
+    if True:
         fh.write(f"# Rounds to x_0 within 1e-3 / 1e-2 of sequential DDIM (digits UNet, float32, T={a.T}, eta={a.eta}, "
                  f"seeds {seeds[0]}-{seeds[-1]}, tol={a.tol:g}, round budget {a.rounds})\n\n")
         fh.write("| method | median 1e-3 | max 1e-3 | median 1e-2 | max 1e-2 | stopped after | per seed (1e-3) |\n|---|---|---|---|---|---|---|\n")
@@ -136,11 +135,10 @@ def main():
                      f"{r['stop_round']} | {r['per_seed_1e3']} |\n")
         fh.write("\n## Median x_0 error by round\n\n")
         for k, v in traces.items(): fh.write(f"- {k}: " + ", ".join(f"{x:.2g}" for x in v) + "\n")
-    with open(OUT / f"{stem}_traces.csv", "w", newline="") as fh:
-        w = csv.writer(fh); w.writerow(["method", "round", "median_err", "max_err"])
-        for name, e in errs_all.items():
-            for k in range(len(e)): w.writerow([name, k + 1, f"{np.median(e[k]):.4g}", f"{e[k].max():.4g}"])
-    print(f"wrote {OUT / stem}.csv/.md/_traces.csv  ({time.perf_counter() - t0:.0f} s)")
+    tr = [dict(method=name, round=k + 1, median_err=f"{np.median(e[k]):.4g}", max_err=f"{e[k].max():.4g}")
+          for name, e in errs_all.items() for k in range(len(e))]
+    res.publish({f"{stem}.csv": csv_text(rows), f"{stem}.md": fh.getvalue(), f"{stem}_traces.csv": csv_text(tr)})
+    print(f"wrote {res.path(stem)}.csv/.md/_traces.csv  ({time.perf_counter() - t0:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -4,15 +4,14 @@
 
 For every seed: window_sample with its defaults (eta = 0) and with eta = 0.5 (DEQ-sDDIM, the same noises as the
 sequential sampler), the rounds, full checks, evaluations per image, whether it converged, and the relative distance
-of its x_0 to the sequential sample. Writes bench/results/window_stopping.csv (row by row) and prints the table.
+of its x_0 to the sequential sample. Prints the table (the recorded window_stopping.txt is this output) and writes
+window_stopping.csv into --out (default: the user's cache folder), or with --record into the package's recorded results.
 """
-import csv
-import os
 import sys
 import warnings
-from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+from deq_ddim_nb.files import csv_text
+from _results import Results, add_output_args
 
 
 def main(argv=None):
@@ -22,19 +21,15 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=16)
     p.add_argument("--T", type=int, default=100)
     p.add_argument("--etas", type=float, nargs="+", default=[0.0, 0.5])
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "window_stopping.csv"))
+    add_output_args(p)
     args = p.parse_args(argv)
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    res = Results(p, args, ["window_stopping.csv"])                  # checked before any work
     from deq_ddim_nb.ddim import ddim_sample, draw_noise
     from deq_ddim_nb.models import load_model
     from deq_ddim_nb.parallel import window_sample
     from deq_ddim_nb.schedules import DDIMSchedule
     model = load_model("digits")
     rows = []
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fh = open(args.out, "w", newline="")
-    wr = csv.DictWriter(fh, ("eta", "seed", "converged", "rounds", "checks", "nfe", "residual", "x0_err", "warned"))
-    wr.writeheader()
     for eta in args.etas:
         sched = DDIMSchedule.from_config(args.T, model.config, eta=eta, dtype=torch.float32)
         for seed in range(args.seeds):
@@ -48,10 +43,9 @@ def main(argv=None):
             err = float(torch.linalg.vector_norm(x0 - ref) / torch.linalg.vector_norm(ref))
             rows.append(dict(eta=eta, seed=seed, converged=info.converged, rounds=info.rounds, checks=info.checks,
                              nfe=info.nfe, residual=info.residuals[-1], x0_err=err, warned=bool(w)))
-            wr.writerow(rows[-1]); fh.flush()
             print(f"eta {eta:g} seed {seed:2d}: converged {info.converged!s:5s} rounds {info.rounds:3d} checks {info.checks} "
                   f"evals/image {info.nfe:5d} residual {info.residuals[-1]:.1e} |x_0 - DDIM|/|DDIM| {err:.2e}", flush=True)
-    fh.close()
+    res.publish({"window_stopping.csv": csv_text(rows)})
     bad = [r for r in rows if r["converged"] and r["x0_err"] > 1e-3]
     print(f"{len(rows)} runs, {sum(r['converged'] for r in rows)} converged, "
           f"{len(bad)} converged with x_0 further than 1e-3 from the sequential sample")

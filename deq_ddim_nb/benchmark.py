@@ -6,13 +6,12 @@ Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/benchmark.html.md"""
 
 # %% ../nbs/92_benchmark.ipynb #d147a4a8
 from __future__ import annotations
-import argparse
 import csv
+import io
 import json
 import math
 import os
 import statistics
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -23,12 +22,14 @@ from .ddim import ddim_sample
 from .deq import deq_sample
 from .solvers import SolverStats, residual_norms
 from .parallel import make_init, window_sample
+from .files import check_targets, csv_text, publish, read_text
 
 # %% auto #0
-__all__ = ['VARIANTS', 'PEERS', 'BENCH_MODELS', 'GRIDS', 'CSV_FIELDS', 'batch_efficiency', 'authors_anderson',
-           'torchdeq_available', 'torchdeq_solver', 'available_variants', 'measure_variant', 'default_grid',
-           'run_benchmark', 'read_bench', 'summarize', 'markdown_table', 'write_report', 'add_bench_args', 'run_bench',
-           'bench_main']
+__all__ = ['TORCHDEQ_PER', 'VARIANTS', 'PEERS', 'BENCH_MODELS', 'GRIDS', 'CSV_FIELDS', 'PLOT_FILES', 'batch_efficiency',
+           'authors_anderson', 'torchdeq_available', 'torchdeq_solver', 'available_variants', 'measure_variant',
+           'default_grid', 'select_grid', 'bench_files', 'run_benchmark', 'read_rows', 'read_bench', 'read_traces',
+           'read_efficiency', 'summarize', 'markdown_table', 'plot_rounds', 'plot_traces', 'plot_efficiency',
+           'report_files', 'write_report']
 
 # %% ../nbs/92_benchmark.ipynb #7d9440e7
 def _sync(x):
@@ -107,35 +108,47 @@ def torchdeq_available() -> bool:
     except ImportError: return False
     return True
 
-def torchdeq_solver(name:str):
-    """torchdeq's `anderson` or `broyden` (its own defaults) behind this package's solver signature: the trajectory is
-    handed over as a (T·B, D) batch, so torchdeq's per-sample statistics are per state; it stops when the worst state's
-    relative residual is below `tol`. Needs `pip install torchdeq`."""
+TORCHDEQ_PER = ("state", "image")
+
+def torchdeq_solver(name:str, per:str="state"):
+    """torchdeq's `anderson` or `broyden` (its own defaults) behind this package's solver signature. torchdeq solves
+    one problem per row of a (rows, D) batch, with its own mixing coefficients (Broyden matrix) and residual per row.
+    `per="state"` hands it the trajectory as (T·B, D): one row per state. `per="image"` hands it (B, T·D): one row per
+    image, the whole trajectory as one unknown, its stronger setting. Either way torchdeq stops when its worst row's
+    relative residual is below `tol`, and returns the best iterate by that measure.
+    `stats.residuals` is torchdeq's own measure (its stopping rule), `stats.rel_residuals` this package's per-state one.
+    Needs `pip install torchdeq`."""
     if name not in ("anderson", "broyden"): raise ValueError(f"name must be 'anderson' or 'broyden', got {name!r}")
+    if per not in TORCHDEQ_PER: raise ValueError(f"per must be one of {TORCHDEQ_PER}, got {per!r}")
     def solve(f, z0, *, max_iter:int=50, tol:float=1e-3, stop_mode:str="rel", sample_dim=None, callback=None, **kw):
         from torchdeq.solver import get_solver as torchdeq_get_solver
-        stats, shape = SolverStats(f"torchdeq-{name}", stop_mode, float(tol)), z0.shape
-        def g(zf):
-            z = zf.reshape(shape); fz = f(z)
-            a, r = residual_norms(fz, z, sample_dim=(0, 1))
-            stats.abs_residuals.append(a); stats.rel_residuals.append(r); stats.nfe += 1
-            stats.residuals.append(r if stop_mode == "rel" else a)
+        stats, shape = SolverStats(f"torchdeq-{name}-per-{per}", stop_mode, float(tol)), z0.shape
+        T, B = shape[:2]
+        if per == "state":                                             # (T, B, *dims) <-> (T·B, D)
+            rows, back = (lambda z: z.reshape(T * B, -1)), (lambda r: r.reshape(shape))
+        else:                                                          # (T, B, *dims) <-> (B, T·D)
+            rows, back = (lambda z: z.transpose(0, 1).reshape(B, -1)), (lambda r: r.reshape(B, T, *shape[2:]).transpose(0, 1))
+        def g(r):
+            z = back(r); fz = f(z)
+            a, rr = residual_norms(fz, z, sample_dim=(0, 1))                 # per state, this package's measure
+            stats.abs_residuals.append(a); stats.rel_residuals.append(rr); stats.nfe += 1
+            d = torch.linalg.vector_norm(rows(fz) - r, dim=1)                 # torchdeq's: per row, worst row
+            own = d if stop_mode == "abs" else d / (torch.linalg.vector_norm(rows(fz), dim=1) + 1e-9)
+            stats.residuals.append(float(own.max()))
             if callback is not None: callback(stats.nfe - 1, z, fz, stats.residuals[-1])
-            return fz.reshape(zf.shape)
-        z, _, _ = torchdeq_get_solver(name)(g, z0.reshape(shape[0] * shape[1], -1), max_iter=max_iter, tol=tol,
-                                            stop_mode=stop_mode, **kw)
+            return rows(fz)
+        z, _, _ = torchdeq_get_solver(name)(g, rows(z0), max_iter=max_iter, tol=tol, stop_mode=stop_mode, **kw)
         stats.converged = bool(stats.residuals) and min(stats.residuals) < tol
         stats.diverged = not all(map(math.isfinite, stats.residuals))
-        return z.reshape(shape), stats
-    solve.__name__ = f"torchdeq_{name}"
+        return back(z).contiguous(), stats
+    solve.__name__ = f"torchdeq_{name}_per_{per}"
     return solve
-
 
 # %% ../nbs/92_benchmark.ipynb #9b245271
 # name -> (sampler, keyword arguments, own budget). Rows without their own budget get the grid cell's `max_rounds`.
 VARIANTS = {
     "default": ("deq", dict(), True),                                    # deq_sample exactly as a user calls it
-    "anderson": ("deq", dict(solver="anderson"), True),                  # the previous default: triangular Anderson (DEQ_ANDERSON)
+    "anderson": ("deq", dict(solver="anderson"), True),                  # triangular Anderson with its tuned settings
     "picard": ("deq", dict(solver="picard"), False),
     "window": ("window", dict(), True),                                  # window_sample's defaults
     "anderson-authors": ("deq", dict(solver=authors_anderson, max_iter=15), True),   # the published settings
@@ -145,10 +158,15 @@ VARIANTS = {
     "anderson-tri+scaled": ("deq", dict(solver="anderson", m=5, mixing=1.0, triangular=True, restart=None, lam=1e-4, init="scaled"), False),
     "anderson-tri+coarse4": ("deq", dict(solver="anderson", m=5, mixing=1.0, triangular=True, restart=None, lam=1e-4, init="coarse:4"), False),
     "broyden": ("deq", dict(solver="broyden", m=5), False),
-    "torchdeq-anderson": ("deq", dict(solver=torchdeq_solver("anderson")), False),
-    "torchdeq-broyden": ("deq", dict(solver=torchdeq_solver("broyden")), False),
+    # torchdeq per state (one problem per state) and per image (the whole trajectory: its stronger setting). Per image
+    # its stopping measure is the whole trajectory's residual, looser than the worst state's: those rows stop at 1e-4.
+    "torchdeq-anderson": ("deq", dict(solver=torchdeq_solver("anderson", "state")), False),
+    "torchdeq-broyden": ("deq", dict(solver=torchdeq_solver("broyden", "state")), False),
+    "torchdeq-anderson-per-image": ("deq", dict(solver=torchdeq_solver("anderson", "image"), tol=1e-4), False),
+    "torchdeq-broyden-per-image": ("deq", dict(solver=torchdeq_solver("broyden", "image"), tol=1e-4), False),
 }
-PEERS = ("default", "anderson", "picard", "window", "anderson-authors", "torchdeq-anderson", "torchdeq-broyden")
+PEERS = ("default", "anderson", "picard", "window", "anderson-authors", "torchdeq-anderson", "torchdeq-broyden",
+         "torchdeq-anderson-per-image", "torchdeq-broyden-per-image")
 
 def available_variants(variants=None) -> tuple:
     "The variants that can run here: the torchdeq rows only when torchdeq is installed."
@@ -195,15 +213,13 @@ def measure_variant(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, x0_ref:torc
                 rounds_to_tol=reached[0] if reached else math.inf, seconds=seconds,
                 outside_share=1 - timed.seconds / seconds if seconds > 0 else math.nan, errs=errs, residuals=res)
 
-
 # %% ../nbs/92_benchmark.ipynb #a798483e
 BENCH_MODELS = ("digits", "toy")
 GRIDS = ("tiny", "quick", "full")
 
 def default_grid(size:str="quick") -> list[dict]:
     """The benchmark's grid: cells of (model, T, batch, seeds, variants, max_rounds). `tiny`: seconds, for tests;
-    `quick` (the shipped table): the peers on the digits UNet and the toy, a few minutes; `full`: every variant."""
-    if isinstance(size, bool): size = "tiny" if size else "quick"        # default_grid(quick=...) of old
+    `quick` (the recorded table): the peers on the digits UNet and the toy, a few minutes; `full`: every variant."""
     if size not in GRIDS: raise ValueError(f"size must be one of {GRIDS}, got {size!r}")
     g = lambda model, T, batch, seeds, variants=PEERS, max_rounds=40: dict(
         model=model, T=T, batch=batch, seeds=seeds, variants=available_variants(variants), max_rounds=min(max_rounds, T + 2))
@@ -220,6 +236,27 @@ def default_grid(size:str="quick") -> list[dict]:
     grid += [g("digits", 250, 1, 1, PEERS, 30), g("digits", 1000, 1, 1, ("default", "window", "anderson-authors"), 20)]
     return grid
 
+def select_grid(size:str="quick", *, models=None, T=None, variants=None, seeds:int|None=None) -> list[dict]:
+    """`default_grid(size)` narrowed to these models, chain lengths and variants, with `seeds` seeds per cell. A
+    selection that leaves nothing to run is a `ValueError` naming what emptied it."""
+    grid = default_grid(size)
+    for key, want in (("model", models), ("T", T)):
+        if want is not None:
+            grid = [c for c in grid if c[key] in want]
+            if not grid: raise ValueError(f"{'models' if key == 'model' else 'T'}: the {size} grid has no cell with {key} in {list(want)}")
+    if variants is not None:
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown: raise ValueError(f"variants must be among {tuple(VARIANTS)}, got {unknown}")
+        grid = [dict(c, variants=tuple(v for v in c["variants"] if v in variants)) for c in grid]
+        grid = [c for c in grid if c["variants"]]
+        if not grid:
+            hint = " (the torchdeq rows need `pip install torchdeq`)" if any(v.startswith("torchdeq") for v in variants) else ""
+            raise ValueError(f"variants: no selected cell of the {size} grid runs {list(variants)}{hint}")
+    if seeds is not None:
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1: raise ValueError(f"seeds must be an int >= 1, got {seeds!r}")
+        grid = [dict(c, seeds=seeds) for c in grid]
+    return grid
+
 def _load_bench_model(name, device="cpu"):
     if name == "digits":
         from deq_ddim_nb.models import load_model
@@ -231,33 +268,30 @@ def _load_bench_model(name, device="cpu"):
 
 CSV_FIELDS = ("model", "T", "batch", "variant", "seed", "rounds", "nfe", "converged", "final_err", "rounds_to_tol",
               "deq_seconds", "ddim_seconds", "ratio", "outside_share")
+PLOT_FILES = ("speed_rounds.png", "speed_traces.png", "efficiency.png")
 
-def _publish(path:Path, write) -> None:
-    "Write a file through `write(fh)` into a temporary file next to `path`, then move it over `path` in one step."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh: write(fh)
-        mask = os.umask(0); os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)                                       # mkstemp's file is private: give it the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+def bench_files(out_dir, *, efficiency:bool=True, plots:bool=True) -> list[Path]:
+    "The files a benchmark run publishes in `out_dir`, all in one `publish` call."
+    names = ["speed.csv", "speed_traces.json", *(["efficiency.csv"] if efficiency else []), "speed.md",
+             *([p for p in PLOT_FILES if efficiency or p != "efficiency.png"] if plots else [])]
+    return [Path(out_dir) / n for n in names]
 
-def run_benchmark(grid=None, out_dir="bench/results", *, err_tol:float=1e-3, ddim_repeats:int=3, efficiency:bool=True,
-                  efficiency_sizes=tuple(2 ** i for i in range(11)), device="cpu", progress:bool=True, merge:bool=False) -> list[dict]:
+def run_benchmark(grid, out_dir, *, err_tol:float=1e-3, ddim_repeats:int=3, efficiency:bool=True,
+                  efficiency_sizes=tuple(2 ** i for i in range(11)), device="cpu", progress:bool=True, merge:bool=False,
+                  overwrite:bool=False, plots:bool=True) -> list[dict]:
     """Run the grid: for every (model, T, batch, seed) one x_T, the sequential DDIM sample on it (timed, median of
-    repeats) and every variant on the same x_T. Writes speed.csv, speed_traces.json, efficiency.csv, then the table and
-    plots. Files are replaced only when the run has finished (an interrupted run leaves the old ones intact).
-    `merge`: keep the rows (and traces) of an existing speed.csv whose (model, T, batch, variant) this grid does not run."""
-    grid = default_grid() if grid is None else grid
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    rows, traces, models, kept = [], {}, {}, []
-    if merge and (out / "speed.csv").exists():
+    repeats) and every variant on the same x_T. Publishes speed.csv, speed_traces.json, efficiency.csv, speed.md and the
+    plots (`bench_files`) together, once the run has finished; they are checked before the run starts (`check_targets`:
+    an existing file is replaced only with `overwrite`). `merge`: keep the rows (and traces) of the speed.csv in
+    `out_dir` whose (model, T, batch, variant) this grid does not run; it replaces that file, so it needs `overwrite`."""
+    out = Path(out_dir)
+    targets = check_targets(bench_files(out, efficiency=efficiency, plots=plots), overwrite, make_dirs=True)
+    kept, traces = [], {}
+    if merge:                                                          # read before any work: a bad file fails now
         redo = {(c["model"], str(c["T"]), str(c["batch"]), v) for c in grid for v in c["variants"]}
-        with open(out / "speed.csv") as fh:
-            kept = [r for r in csv.DictReader(fh) if (r["model"], r["T"], r["batch"], r["variant"]) not in redo]
-        if (out / "speed_traces.json").exists():
-            traces = {k: v for k, v in json.loads((out / "speed_traces.json").read_text()).items() if tuple(k.split("|")) not in redo}
+        kept = [r for r in read_rows(out) if (r["model"], r["T"], r["batch"], r["variant"]) not in redo]
+        traces = {k: v for k, v in read_traces(out).items() if tuple(k.split("|")) not in redo}
+    rows, models = [], {}
     for cell in tqdm(grid, desc="benchmark", disable=not progress):
         if cell["model"] not in models: models[cell["model"]] = _load_bench_model(cell["model"], device)
         model, dtype = models[cell["model"]]
@@ -279,25 +313,47 @@ def run_benchmark(grid=None, out_dir="bench/results", *, err_tol:float=1e-3, ddi
                                  outside_share=r["outside_share"]))
                 if seed == 0: traces[f"{cell['model']}|{T}|{B}|{v}"] = dict(residuals=r["residuals"], errs=r["errs"])
     eff = batch_efficiency(_load_bench_model("digits", device)[0], efficiency_sizes, device=device, progress=progress) if efficiency else None
-    def write_csv(fh):
-        w = csv.DictWriter(fh, CSV_FIELDS); w.writeheader(); w.writerows(kept); w.writerows(rows)
-    _publish(out / "speed.csv", write_csv)                                 # only now: the old table survives a failed run
-    _publish(out / "speed_traces.json", lambda fh: fh.write(json.dumps(traces)))
-    if eff:
-        def write_eff(fh):
-            w = csv.DictWriter(fh, tuple(eff[0])); w.writeheader(); w.writerows(eff)
-        _publish(out / "efficiency.csv", write_eff)
-    write_report(out)
+    table = csv_text([*kept, *rows], CSV_FIELDS)
+    files = {"speed.csv": table, "speed_traces.json": json.dumps(traces)}
+    if eff: files["efficiency.csv"] = csv_text(eff)
+    files.update(report_files(summarize(_parse_rows(csv.DictReader(io.StringIO(table)))), traces, eff, plots=plots))
+    publish({t: files[t.name] for t in targets if t.name in files}, overwrite=overwrite, make_dirs=True)
     return rows
 
-
 # %% ../nbs/92_benchmark.ipynb #5f3b00cd
-def read_bench(out_dir="bench/results") -> list[dict]:
-    "The rows of speed.csv with numbers as numbers."
-    conv = dict(T=int, batch=int, seed=int, rounds=float, nfe=float, final_err=float, rounds_to_tol=float, deq_seconds=float,
-                ddim_seconds=float, ratio=float, outside_share=float, converged=lambda s: s == "True")
-    with open(Path(out_dir) / "speed.csv") as fh:
-        return [{k: conv.get(k, str)(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+_CONV = dict(T=int, batch=int, seed=int, rounds=float, nfe=float, final_err=float, rounds_to_tol=float, deq_seconds=float,
+             ddim_seconds=float, ratio=float, outside_share=float, converged=lambda s: s == "True")
+
+def read_rows(out_dir) -> list[dict]:
+    "The rows of `out_dir`/speed.csv as strings; a missing file, a FIFO or a table without the benchmark's columns is an error."
+    p = Path(out_dir) / "speed.csv"
+    rows = list(csv.DictReader(io.StringIO(read_text(p, "speed table"))))
+    if not rows: raise ValueError(f"the speed table {str(p)!r} holds no rows")
+    missing = [f for f in CSV_FIELDS if f not in rows[0]]
+    if missing: raise ValueError(f"the speed table {str(p)!r} lacks {', '.join(missing)}: not a table written by this benchmark")
+    return rows
+
+def _parse_rows(rows) -> list[dict]:
+    try: return [{k: _CONV.get(k, str)(v) for k, v in r.items()} for r in rows]
+    except (TypeError, ValueError) as e: raise ValueError(f"the speed table holds a value that is not a number: {e}") from None
+
+def read_bench(out_dir) -> list[dict]:
+    "The rows of `out_dir`/speed.csv with numbers as numbers."
+    return _parse_rows(read_rows(out_dir))
+
+def read_traces(out_dir) -> dict:
+    "speed_traces.json of `out_dir` (seed 0's residual and error by round per cell), or {} if there is none."
+    p = Path(out_dir) / "speed_traces.json"
+    if not os.path.lexists(p): return {}
+    try: return json.loads(read_text(p, "trace file"))
+    except json.JSONDecodeError as e: raise ValueError(f"the trace file {str(p)!r} is not valid JSON ({e.msg})") from None
+
+def read_efficiency(out_dir) -> list[dict]|None:
+    "efficiency.csv of `out_dir` (time per state against batch size) with numbers as numbers, or None if there is none."
+    p = Path(out_dir) / "efficiency.csv"
+    if not os.path.lexists(p): return None
+    try: return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(io.StringIO(read_text(p, "efficiency table")))]
+    except (TypeError, ValueError) as e: raise ValueError(f"the efficiency table {str(p)!r} holds a value that is not a number") from None
 
 def summarize(rows:list[dict]) -> list[dict]:
     "One line per (model, T, batch, variant): medians over seeds (`inf`: x_0 never came within the error tolerance)."
@@ -333,82 +389,62 @@ def markdown_table(summary:list[dict]) -> str:
              f"{_fmt(100 * s['outside_share'], '.0f')}% |" for s in summary]
     return head + "\n".join(lines) + "\n"
 
-def write_report(out_dir="bench/results") -> Path:
-    "speed.md (the table) and the plots, from the saved speed.csv / speed_traces.json / efficiency.csv."
+# %% ../nbs/92_benchmark.ipynb #f5702912
+def plot_rounds(summary:list[dict]):
+    "Rounds until x_0 is within the error tolerance of DDIM, against T, batch 1, one panel per model (a matplotlib Figure)."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    for ax, model in zip(fig.subplots(1, 2), BENCH_MODELS):
+        for v in dict.fromkeys(s["variant"] for s in summary):
+            pts = sorted((s["T"], s["to_tol_median"]) for s in summary
+                         if s["model"] == model and s["batch"] == 1 and s["variant"] == v and math.isfinite(s["to_tol_median"]))
+            if pts: ax.plot(*zip(*pts), marker="o", label=v)
+        ax.plot([10, 1000], [10, 1000], "k:", lw=0.7, label="T (sequential)")
+        ax.set(xscale="log", yscale="log", xlabel="T", ylabel="rounds to x_0 error 1e-3 (median)", title=f"{model}, batch 1")
+        if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=8)
+    return fig
+
+def plot_traces(traces:dict, model:str="digits", T:int=100, batch:int=1):
+    "Seed 0's residual (each solver's own measure) and x_0 error by round, for one cell (a matplotlib Figure)."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, key in zip(axes, ("residuals", "errs")):
+        for name, tr in traces.items():
+            m, t, b, v = name.split("|")
+            if (m, t, b) == (model, str(T), str(batch)) and tr[key]: ax.semilogy(range(1, len(tr[key]) + 1), tr[key], label=v)
+        ax.set(xlabel="round", ylabel={"residuals": "residual (each solver's own measure)", "errs": "rel. error of $x_0$ vs DDIM"}[key],
+               title=f"{model}, T={T}, batch {batch}, seed 0")
+        if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=8)
+    axes[1].axhline(1e-3, color="k", lw=0.5, ls=":")
+    return fig
+
+def plot_efficiency(eff:list[dict]):
+    "Time per state against batch size (a matplotlib Figure)."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.loglog([e["batch"] for e in eff], [e["ms_per_state"] for e in eff], marker="o")
+    ax.set(xlabel="batch size (states per call)", ylabel="ms per state", title="digits UNet: time per state")
+    return fig
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+def report_files(summary:list[dict], traces:dict, eff:list[dict]|None=None, *, plots:bool=True) -> dict:
+    "speed.md and, with `plots`, the PNG plots, as {file name: content}: rendered in memory, for `publish`."
+    files = {"speed.md": markdown_table(summary)}
+    if plots:
+        files["speed_rounds.png"], files["speed_traces.png"] = _png(plot_rounds(summary)), _png(plot_traces(traces))
+        if eff: files["efficiency.png"] = _png(plot_efficiency(eff))
+    return files
+
+def write_report(out_dir, *, overwrite:bool=False, plots:bool=True) -> list[Path]:
+    "Rebuild speed.md and the plots from the speed.csv, speed_traces.json and efficiency.csv in `out_dir`; returns the files written."
     out = Path(out_dir)
-    summary = summarize(read_bench(out))
-    _publish(out / "speed.md", lambda fh: fh.write(markdown_table(summary)))
-    import matplotlib
-    import matplotlib.pyplot as plt
-    with matplotlib.rc_context({"figure.dpi": 100}):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        for ax, model in zip(axes, BENCH_MODELS):
-            for v in VARIANTS:
-                pts = sorted((s["T"], s["to_tol_median"]) for s in summary
-                             if s["model"] == model and s["batch"] == 1 and s["variant"] == v and math.isfinite(s["to_tol_median"]))
-                if pts: ax.plot(*zip(*pts), marker="o", label=v)
-            ax.plot([10, 1000], [10, 1000], "k:", lw=0.7, label="T (sequential)")
-            ax.set(xscale="log", yscale="log", xlabel="T", ylabel="rounds to x_0 error 1e-3 (median)", title=f"{model}, batch 1")
-            if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7)
-        fig.tight_layout(); fig.savefig(out / "speed_rounds.png"); plt.close(fig)
-        traces = json.loads((out / "speed_traces.json").read_text()) if (out / "speed_traces.json").exists() else {}
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        for ax, key in zip(axes, ("residuals", "errs")):
-            for name, tr in traces.items():
-                model, T, B, v = name.split("|")
-                if model == "digits" and T == "100" and B == "1": ax.semilogy(range(1, len(tr[key]) + 1), tr[key], label=v)
-            ax.set(xlabel="round", ylabel={"residuals": "residual (each solver's own measure)", "errs": "rel. error of $x_0$ vs DDIM"}[key],
-                   title="digits UNet, T=100, seed 0")
-            if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7)
-        axes[1].axhline(1e-3, color="k", lw=0.5, ls=":")
-        fig.tight_layout(); fig.savefig(out / "speed_traces.png"); plt.close(fig)
-        if (out / "efficiency.csv").exists():
-            with open(out / "efficiency.csv") as fh: eff = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
-            fig, ax = plt.subplots(figsize=(5, 3.4))
-            ax.loglog([e["batch"] for e in eff], [e["ms_per_state"] for e in eff], marker="o")
-            ax.set(xlabel="batch size (states per call)", ylabel="ms per state", title="digits UNet, CPU: time per state")
-            fig.tight_layout(); fig.savefig(out / "efficiency.png"); plt.close(fig)
-    return out / "speed.md"
-
-
-# %% ../nbs/92_benchmark.ipynb #95690de4
-def add_bench_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
-    "The options of `deq-ddim bench` (and of bench/benchmark.py)."
-    p.add_argument("--out", default="bench/results", help="output directory (speed.csv, speed.md, speed_traces.json, efficiency.csv, *.png)")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a tiny grid (seconds): checks that the benchmark runs")
-    size.add_argument("--full", action="store_true", help="every variant over T = 10 … 1000 (tens of minutes on a CPU)")
-    p.add_argument("--models", nargs="+", choices=BENCH_MODELS, help="only these models")
-    p.add_argument("--T", nargs="+", type=int, help="only these chain lengths")
-    p.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), help="only these variants")
-    p.add_argument("--seeds", type=int, help="seeds per cell (overrides the grid's)")
-    p.add_argument("--no-efficiency", action="store_true", help="skip the batch-efficiency curve")
-    p.add_argument("--report-only", action="store_true", help="rebuild speed.md and the plots from the saved CSV")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--merge", action="store_true", help="keep the saved rows of cells this selection does not rerun")
-    return p
-
-def run_bench(args) -> int:
-    "Run `deq-ddim bench` with parsed `args`; prints the table, returns an exit status."
-    if args.report_only:
-        print(write_report(args.out).read_text()); return 0
-    quick, full = getattr(args, "quick", False), getattr(args, "full", False)
-    grid = default_grid("tiny" if quick else "full" if full else "quick")
-    for key, attr in (("model", "models"), ("T", "T")):
-        if getattr(args, attr): grid = [c for c in grid if c[key] in getattr(args, attr)]
-    if args.variants: grid = [dict(c, variants=tuple(v for v in c["variants"] if v in args.variants)) for c in grid]
-    if args.seeds: grid = [dict(c, seeds=args.seeds) for c in grid]
-    grid = [c for c in grid if c["variants"] and c["seeds"] > 0]
-    if not grid: print("deq-ddim bench: error: the selection left nothing to run (torchdeq rows need `pip install torchdeq`)"); return 2
-    run_benchmark(grid, args.out, efficiency=not (args.no_efficiency or quick), device=args.device,
-                  efficiency_sizes=(1, 2, 4) if quick else tuple(2 ** i for i in range(11)), progress=not args.no_progress,
-                  merge=args.merge)
-    print((Path(args.out) / "speed.md").read_text())
-    return 0
-
-def bench_main(argv=None) -> int:
-    "Entry point: `python bench/benchmark.py [options]`."
-    p = add_bench_args(argparse.ArgumentParser(prog="deq-ddim bench", description="DEQ-DDIM vs sequential DDIM: rounds, evaluations, x_0 error, wall time"))
-    return run_bench(p.parse_args(argv))
-
+    eff = read_efficiency(out)
+    names = ["speed.md", *([p for p in PLOT_FILES if eff or p != "efficiency.png"] if plots else [])]
+    check_targets([out / n for n in names], overwrite)
+    files = report_files(summarize(read_bench(out)), read_traces(out), eff, plots=plots)
+    return publish({out / n: files[n] for n in names}, overwrite=overwrite)

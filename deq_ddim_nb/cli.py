@@ -1,4 +1,4 @@
-"""`deq-ddim sample`: DEQ-DDIM sampling from the command line, image by image, side by side with the sequential sampler, written to an image grid; `deq-ddim invert`, `deq-ddim bench` and `deq-ddim handout` for inversion, the speed benchmark and the students' copy of the notebooks.
+"""`deq-ddim sample`: DEQ-DDIM sampling from the command line, image by image, side by side with the sequential sampler, written to an image grid; `deq-ddim invert`, `deq-ddim bench` and `deq-ddim handout` for inversion, the speed benchmark and the students' copy of the notebooks. One entry point; every mistake is a one-line message that names the option.
 
 Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/cli.html.md"""
 
@@ -7,34 +7,47 @@ Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/cli.html.md"""
 # %% ../nbs/11_cli.ipynb #e1ccc18a
 from __future__ import annotations
 import argparse
+import io
 import math
 import os
+import re
 import signal
-import stat
 import statistics
 import sys
+import time
 import warnings
 from pathlib import Path
 from . import __version__
 
 # %% auto #0
-__all__ = ['TOY_MODELS', 'SKIP_CHOICES', 'SOLVER_CHOICES', 'INVERT_METHODS', 'INVERT_GRADS', 'N_HELDOUT_DIGITS', 'SEED_MAX',
-           'IMAGE_FORMATS', 'INVERT_FILES', 'SUBCOMMANDS', 'CLIError', 'resolve_model', 'resolve_device', 'image_grid',
-           'check_replaceable', 'check_out', 'publish_bytes', 'encode_image', 'write_image', 'add_sample_args',
-           'run_sample', 'time_now', 'add_invert_args', 'run_invert', 'add_handout_args', 'run_handout', 'build_parser',
-           'main']
+__all__ = ['TOY_MODELS', 'SKIP_CHOICES', 'SOLVER_CHOICES', 'INVERT_METHODS', 'INVERT_GRADS', 'N_HELDOUT_DIGITS', 'BENCH_MODELS',
+           'BENCH_VARIANTS', 'SEED_MAX', 'MAX_IMAGES', 'MAX_HISTORY', 'MAX_LR', 'MAX_ROUNDS', 'MAX_SEEDS',
+           'MODEL_PARAMS', 'SAMPLE_PARAMS', 'INVERT_PARAMS', 'THREAD_VARS', 'DEFAULT_THREADS', 'IMAGE_FORMATS',
+           'INVERT_FILES', 'SUBCOMMANDS', 'CLIError', 'resolve_model', 'resolve_device', 'library_error',
+           'apply_threads', 'image_grid', 'encode_image', 'check_outputs', 'check_image_out', 'publish_outputs',
+           'add_sample_args', 'run_sample', 'add_invert_args', 'run_invert', 'add_bench_args', 'run_bench',
+           'add_handout_args', 'run_handout', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #8f2a7ac7
 TOY_MODELS = ("toy-digits",)
-SKIP_CHOICES = ("uniform", "quad")                       # deq_ddim_nb.schedules.SKIPS
+SKIP_CHOICES = ("uniform", "quad", "trailing", "linspace")                   # deq_ddim_nb.schedules.SKIPS
 SOLVER_CHOICES = ("auto", "picard", "anderson", "broyden", "chain_newton")   # "auto" and deq_ddim_nb.solvers.SOLVERS
-INVERT_METHODS = ("deq", "bptt", "ode")                  # deq_ddim_nb.inversion.METHODS
-INVERT_GRADS = ("phantom", "ift")                        # deq_ddim_nb.inversion.GRADS
-N_HELDOUT_DIGITS = 180                                   # len(digits_data(16, "test")[0])
-SEED_MAX = 2 ** 63 - 1                                   # torch generators take 64-bit seeds; keep seed + i in int64
+INVERT_METHODS = ("deq", "bptt", "ode")                                      # deq_ddim_nb.inversion.METHODS
+INVERT_GRADS = ("phantom", "ift")                                            # deq_ddim_nb.inversion.GRADS
+N_HELDOUT_DIGITS = 180                                                       # len(digits_data(16, "test")[0])
+BENCH_MODELS = ("digits", "toy")                                             # deq_ddim_nb.benchmark.BENCH_MODELS
+BENCH_VARIANTS = ("default", "anderson", "picard", "window", "anderson-authors", "anderson-per-state", "anderson-tri",
+                  "anderson-tri-m3", "anderson-tri+scaled", "anderson-tri+coarse4", "broyden", "torchdeq-anderson",
+                  "torchdeq-broyden", "torchdeq-anderson-per-image", "torchdeq-broyden-per-image")   # benchmark.VARIANTS
+SEED_MAX = 2 ** 63 - 1          # torch generators take 64-bit seeds; keep seed + i in int64
+MAX_IMAGES = 10_000             # --n: images are solved one at a time, and all of them go into one grid
+MAX_HISTORY = 100               # --m: Anderson/Broyden keep m past iterates of the whole trajectory
+MAX_LR = 10.0                   # --lr: Adam's step on x_T, whose entries are of order 1
+MAX_ROUNDS = 100_000            # --max-iter, --epochs
+MAX_SEEDS = 1_000               # bench --seeds
 
 class CLIError(Exception):
-    "A user error: printed argparse-style (`deq-ddim sample: error: argument --tol: ...`), exit status 2."
+    "A user error: reported argparse-style (`deq-ddim sample: error: argument --tol: ...`), exit status 2."
     def __init__(self, option:str|None, msg:str):
         self.option = option
         super().__init__(f"argument {option}: {msg}" if option else msg)
@@ -74,7 +87,7 @@ def resolve_model(name:str, device="cpu"):
         return digits_eps(8).to(device), torch.float64
     try:
         return load_model(name, device=device), torch.float32
-    except (ValueError, ImportError, TypeError, OSError) as e:
+    except (ValueError, ImportError, TypeError, OSError, RuntimeError) as e:
         hint = "" if Path(name).exists() else f" (also available here: {', '.join(TOY_MODELS)})"
         raise CLIError("--model", f"{e}{hint}") from None
 
@@ -91,6 +104,44 @@ def resolve_device(name:str):
             raise CLIError("--device", f"{name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available(): raise CLIError("--device", f"{name}: MPS is not available here")
     return dev
+
+# %% ../nbs/11_cli.ipynb #046ee360
+def library_error(e:Exception, options:dict, default:str|None=None) -> CLIError:
+    """A library's `ValueError`/`TypeError` (or a model's `RuntimeError`) as a `CLIError` naming the option behind the
+    parameter the message names first: the package's errors start with the parameter (`eta=2.0 is too large ...`,
+    `tol must be ...`), `options` maps parameter names to options (`{"eta": "--eta"}`)."""
+    msg = str(e).strip() or type(e).__name__
+    first = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)", msg)
+    option = options.get(first.group(1)) if first else None
+    if isinstance(e, RuntimeError) and not isinstance(e, NotImplementedError): msg = f"the model failed: {msg}"
+    return CLIError(option or default, msg)
+
+MODEL_PARAMS = {"eps_model": "--model", "config": "--model", "sample_shape": "--model", "n_train": "--model",
+                "beta_start": "--model", "beta_end": "--model", "beta_schedule": "--model", "trained_betas": "--model"}
+SAMPLE_PARAMS = {**MODEL_PARAMS, "T": "--T", "eta": "--eta", "skip": "--skip", "tol": "--tol", "max_iter": "--max-iter",
+                 "m": "--m", "mixing": "--mixing", "solver": "--solver", "seed": "--seed", "x_T": "--seed"}
+INVERT_PARAMS = {**MODEL_PARAMS, "T": "--T", "eta": "--eta", "method": "--method", "grad": "--grad", "tau": "--tau",
+                 "k": "--k", "lr": "--lr", "epochs": "--epochs", "stop_loss": "--stop-loss", "seed": "--seed"}
+
+# %% ../nbs/11_cli.ipynb #ff2787bf
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+DEFAULT_THREADS = 1
+
+def apply_threads(threads:int|None=None, torch_before:bool|None=None) -> str:
+    """Set torch's intra-op threads for a command, and say what was done. `threads` (the `--threads` option) wins.
+    Otherwise the user's choice is kept: when OMP_NUM_THREADS or MKL_NUM_THREADS is set, or torch was imported before
+    the command ran (a notebook or a script that may have called `torch.set_num_threads`). Only when nothing was chosen
+    does the default apply: `DEFAULT_THREADS` (1), the fastest setting for these small models on a shared CPU, where
+    idle threads spin-wait. The environment is never changed, so programs the command starts inherit the user's.
+    `torch_before`: whether torch was imported before the command started (`main` records it); default: now."""
+    chosen = [v for v in THREAD_VARS if os.environ.get(v)]
+    imported = "torch" in sys.modules if torch_before is None else torch_before
+    import torch
+    if threads is not None: torch.set_num_threads(threads); return f"{threads} (--threads)"
+    if chosen: return f"{torch.get_num_threads()} ({chosen[0]})"
+    if imported: return f"{torch.get_num_threads()} (as set before)"
+    torch.set_num_threads(DEFAULT_THREADS)
+    return f"{DEFAULT_THREADS} (default)"
 
 # %% ../nbs/11_cli.ipynb #729a0a82
 def image_grid(x, nrow:int|None=None, scale:int=4, pad:int=1):
@@ -109,141 +160,150 @@ def image_grid(x, nrow:int|None=None, scale:int=4, pad:int=1):
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
-def _kind(mode:int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
-        if test(mode): return name
-    return "not a regular file"
-
-def check_replaceable(path, force:bool, option:str="--out") -> None:
-    "Raise a CLIError unless `path` is absent, or a regular file or a symbolic link and `force`."
-    try: st = os.lstat(path)
-    except FileNotFoundError: return
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-        raise CLIError(option, f"{str(path)!r} is {_kind(st.st_mode)}; only a regular file (or a link) is ever replaced, even with --force")
-    if not force: raise CLIError(option, f"{str(path)!r} exists; pass --force to overwrite it")
-
-def check_out(path, force:bool=False, option:str="--out", formats=IMAGE_FORMATS) -> Path:
-    "Check an output path before any work: known suffix, existing writable directory, nothing there it may not replace."
-    path = Path(path).expanduser()
-    if formats is not None:
-        fmt = formats.get(path.suffix.lower())
-        if fmt is None: raise CLIError(option, f"must end in {', '.join(formats)}, got {str(path)!r}")
-        from PIL import features
-        if fmt == "JPEG" and not features.check("jpg"): raise CLIError(option, "this Pillow cannot write JPEG; use a .png name")
-    parent = path.parent
-    if not parent.is_dir(): raise CLIError(option, f"directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK): raise CLIError(option, f"directory {str(parent)!r} is not writable")
-    check_replaceable(path, force, option)
-    return path
-
-def publish_bytes(data:bytes, path, force:bool=False, option:str="--out") -> Path:
-    "Write `data` to `path` with `deq_ddim_nb.files.atomic_write_bytes` (temporary file, then no-replace link or replace)."
-    from deq_ddim_nb.files import atomic_write_bytes
-    path = Path(path).expanduser()
-    check_replaceable(path, force, option)
-    try: return atomic_write_bytes(path, data, overwrite=force)
-    except FileExistsError:
-        raise CLIError(option, f"{str(path)!r} appeared while this command ran; it is not replaced (pass --force to overwrite)") from None
-    except (ValueError, OSError) as e: raise CLIError(option, str(e)) from None
-
 def encode_image(arr, path) -> bytes:
     "uint8 array -> PNG or JPEG bytes, chosen by the suffix of `path`."
-    import io
     from PIL import Image
     fmt = IMAGE_FORMATS[Path(path).suffix.lower()]
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return buf.getvalue()
 
-def write_image(arr, path, force:bool=False, option:str="--out") -> Path:
-    "Encode `arr` by the suffix of `path` and publish it (see `publish_bytes`)."
-    return publish_bytes(encode_image(arr, path), path, force, option)
+def _file_error(e:Exception, option:str, force_hint:bool=True) -> CLIError:
+    "An error of `deq_ddim_nb.files` about an output as a CLIError naming `option`."
+    if isinstance(e, FileExistsError) and force_hint: return CLIError(option, str(e).replace("with overwrite", "with --force"))
+    return CLIError(option, str(e))
+
+def check_outputs(paths, force:bool=False, option:str="--out", make_dirs:bool=False) -> list[Path]:
+    "Check the output files of a command before any work (`files.check_targets`); a refusal is a CLIError naming `option`."
+    from deq_ddim_nb.files import check_targets
+    try: return check_targets(paths, force, make_dirs=make_dirs)
+    except (OSError, ValueError, TypeError) as e: raise _file_error(e, option) from None
+
+def check_image_out(path, force:bool=False, option:str="--out") -> Path:
+    "`check_outputs` for an image: also a known suffix (.png, .jpg, .jpeg), whose format this Pillow can write."
+    out = check_outputs([path], force, option)[0]
+    fmt = IMAGE_FORMATS.get(out.suffix.lower())
+    if fmt is None: raise CLIError(option, f"must end in {', '.join(IMAGE_FORMATS)}, got {str(path)!r}")
+    from PIL import features
+    if fmt == "JPEG" and not features.check("jpg"): raise CLIError(option, "this Pillow cannot write JPEG; use a .png name")
+    return out
+
+def publish_outputs(files:dict, force:bool=False, option:str="--out", make_dirs:bool=False) -> list[Path]:
+    "Publish a command's files together (`files.publish`); an error (a full disk, a file that appeared) names `option`."
+    from deq_ddim_nb.files import publish
+    try: return publish(files, overwrite=force, make_dirs=make_dirs)
+    except (FileExistsError, ValueError) as e: raise _file_error(e, option) from None
+    except OSError as e:                                               # the disk, not the arguments: e.g. a full disk
+        names = ", ".join(str(p) for p in files)
+        raise CLIError(option, f"could not write {names}: {e.strerror or e}; nothing was written") from None
 
 # %% ../nbs/11_cli.ipynb #a23d0701
-def _add_no_progress(p:argparse.ArgumentParser):
-    "Add the standard --no-progress option."
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+def _progress(args) -> bool:
+    "Progress bars: as --progress / --no-progress say, else only when stderr is a terminal."
+    return sys.stderr.isatty() if args.progress is None else args.progress
+
+def _warn(msg:str, bars:bool) -> None:
+    "A warning line on stderr (through tqdm when bars are drawn there, so they are not torn)."
+    line = f"deq-ddim: warning: {msg}"
+    if bars:
+        from tqdm.auto import tqdm
+        tqdm.write(line, file=sys.stderr)
+    else: print(line, file=sys.stderr, flush=True)
+
+def _common_args(p:argparse.ArgumentParser, *, device:bool=True) -> None:
+    "Options every computing subcommand has: --device, --threads, --progress / --no-progress."
+    if device: p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+    p.add_argument("--threads", type=_int_in(1, 1024), default=None,
+                   help=f"torch threads; default: as OMP_NUM_THREADS or MKL_NUM_THREADS say, else {DEFAULT_THREADS}")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: only when stderr is a terminal)")
 
 def add_sample_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "The options of `deq-ddim sample`."
     p.add_argument("--model", default="digits", help="digits (shipped UNet), toy-digits (exact 8x8 denoiser), or a checkpoint path")
-    p.add_argument("--T", type=_int_in(1), default=100, help="number of DDIM steps (states), at most the model's training steps")
+    p.add_argument("--T", type=_int_in(1, MAX_ROUNDS), default=100, help="number of DDIM steps (states), at most the model's training steps")
     p.add_argument("--eta", type=_float_in(0, lo_open=False), default=0.0,
                    help="stochasticity: 0 = DDIM (DEQ-DDIM), > 0 = DEQ-sDDIM, 1 = DDPM")
-    p.add_argument("--skip", choices=SKIP_CHOICES, default="uniform", help="timestep subsequence")
+    p.add_argument("--skip", choices=SKIP_CHOICES, default=None,
+                   help="timestep spacing; default: the model's own (its scheduler config), else uniform")
     p.add_argument("--solver", choices=SOLVER_CHOICES, default="auto",
                    help="root solver; auto: deq_sample's choice (chain_newton, quasi-Newton on the chain, exact after T rounds)")
-    p.add_argument("--max-iter", type=_int_in(1), default=None,
+    p.add_argument("--max-iter", type=_int_in(1, MAX_ROUNDS), default=None,
                    help="most rounds (batched model calls) per image; default: deq_sample's automatic budget")
-    p.add_argument("--tol", type=_float_in(0), default=1e-3,
+    p.add_argument("--tol", type=_float_in(0, 1), default=1e-3,
                    help="the solver stops when every state's relative residual is below this")
-    p.add_argument("--m", type=_int_in(1), default=5, help="Anderson/Broyden history length")
+    p.add_argument("--m", type=_int_in(1, MAX_HISTORY), default=None, help="Anderson/Broyden history length; default: deq_sample's")
     p.add_argument("--mixing", type=_float_in(0, 1), default=None, help="Anderson mixing in (0, 1]; default: deq_sample's")
-    p.add_argument("--n", type=_int_in(1), default=16, help="number of images")
+    p.add_argument("--n", type=_int_in(1, MAX_IMAGES), default=16, help="number of images")
     p.add_argument("--seed", type=_int_in(0, SEED_MAX), default=0, help="image i uses seed + i for its x_T and noises")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
     p.add_argument("--out", default="samples.png", help="image grid to write (.png, .jpg or .jpeg)")
-    p.add_argument("--force", action="store_true", help="replace --out if it is an existing regular file")
+    p.add_argument("--force", action="store_true", help="replace --out if it is a regular file (a link is replaced, not followed)")
     p.add_argument("--no-compare", dest="compare", action="store_false",
                    help="skip the sequential sampler (no agreement check, no DDIM wall time)")
-    _add_no_progress(p)
+    _common_args(p)
     return p
 
-def run_sample(args, out=None) -> dict:
-    "The `sample` subcommand. Returns a summary dict (also printed)."
-    out = out or sys.stdout
-    out_path = check_out(args.out, args.force)                         # before any work
+def run_sample(args) -> dict:
+    "The `sample` subcommand: results on stdout, warnings on stderr. Returns a summary (also printed)."
+    out_path = check_image_out(args.out, args.force)                   # before any work
+    if args.seed + args.n - 1 > SEED_MAX: raise CLIError("--seed", f"seed + n - 1 must be <= {SEED_MAX}, got {args.seed + args.n - 1}")
+    if args.mixing is not None and args.solver != "anderson":
+        raise CLIError("--mixing", f"applies to --solver anderson only, not {args.solver}")
+    threads = apply_threads(args.threads, getattr(args, "torch_before", None))
     import torch
-    from tqdm.auto import tqdm
     from deq_ddim_nb.schedules import DDIMSchedule
     from deq_ddim_nb.ddim import ddim_sample
     from deq_ddim_nb.deq import deq_sample
-    from deq_ddim_nb.parallel import image_inputs
-    if args.seed + args.n - 1 > SEED_MAX: raise CLIError("--seed", f"seed + n - 1 must be <= {SEED_MAX}, got {args.seed + args.n - 1}")
+    from deq_ddim_nb.distributed import image_inputs
+    bars = _progress(args)
     dev = resolve_device(args.device)
     model, dtype = resolve_model(args.model, dev)
     cfg = model.config
     name = args.model if args.model in TOY_MODELS else cfg.get("name") or Path(args.model).name   # a name, not a class
     if args.T > cfg["n_train"]: raise CLIError("--T", f"must be <= the model's n_train = {cfg['n_train']}, got {args.T}")
-    try: sched = DDIMSchedule.from_config(args.T, cfg, skip=args.skip, eta=args.eta)
-    except ValueError as e: raise CLIError("--skip" if "skip" in str(e) else "--T", str(e)) from None
-    kw = dict(solver=args.solver, max_iter=args.max_iter, m=args.m)     # max_iter None: deq_sample's automatic budget
-    if args.mixing is not None:
-        if args.solver != "anderson": raise CLIError("--mixing", f"applies to --solver anderson only, not {args.solver}")
-        kw["mixing"] = args.mixing
+    skip = {} if args.skip is None else dict(skip=args.skip)          # None: the model's own timestep spacing
+    try: sched = DDIMSchedule.from_config(args.T, cfg, eta=args.eta, **skip)
+    except (ValueError, TypeError) as e: raise library_error(e, SAMPLE_PARAMS) from None
+    kw = dict(solver=args.solver, max_iter=args.max_iter)               # max_iter None: deq_sample's automatic budget
+    kw.update({k: v for k, v in (("m", args.m), ("mixing", args.mixing)) if v is not None})   # only what the user gave
     x_T, noise = image_inputs(range(args.n), cfg["sample_shape"], sched, seed=args.seed, dtype=dtype, device=dev)
     ref = "sDDIM" if args.eta > 0 else "DDIM"
     ref_long = "sequential sDDIM (same noises)" if args.eta > 0 else "sequential DDIM"
-    print(f"model {name}  T={args.T} ({args.skip})  eta={args.eta:g}  solver={args.solver}  "
-          f"max_iter={args.max_iter or 'auto'}  tol={args.tol:g}  device={dev}  dtype={str(dtype).replace('torch.', '')}"
-          + (f"  compared with {ref_long}" if args.compare else ""), file=out)
+    print(f"model {name}  T={args.T} ({sched.skip})  eta={args.eta:g}  solver={args.solver}  "
+          f"max_iter={args.max_iter or 'auto'}  tol={args.tol:g}  device={dev}  dtype={str(dtype).replace('torch.', '')}  "
+          f"threads={threads}" + (f"  compared with {ref_long}" if args.compare else ""), flush=True)
+    from tqdm.auto import tqdm
     rows, imgs = [], []
-    for i in tqdm(range(args.n), desc="images", disable=not args.progress, file=sys.stderr):
+    for i in tqdm(range(args.n), desc="images", disable=not bars, file=sys.stderr):
         xi, ni = x_T[i:i + 1], (noise[:, i:i + 1] if noise is not None else None)
-        t0 = time_now()
-        with warnings.catch_warnings(record=True) as caught:         # the convergence warning becomes one line below
-            warnings.simplefilter("always")
-            x0, info = deq_sample(model, xi, sched, tol=args.tol, noise=ni, progress=args.progress, **kw)
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings(record=True) as caught:      # the convergence warning becomes one line below
+                warnings.simplefilter("always")
+                x0, info = deq_sample(model, xi, sched, tol=args.tol, noise=ni, progress=bars, **kw)
+        except (ValueError, TypeError, RuntimeError) as e: raise library_error(e, SAMPLE_PARAMS) from None
         for w in caught:
-            if info.converged or "converge" not in str(w.message): warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+            if info.converged or "converge" not in str(w.message): _warn(str(w.message), bars)
         if dev.type == "cuda": torch.cuda.synchronize(dev)
         row = dict(image=i, rounds=int(info.rounds), residual=float(info.residuals[-1]), converged=bool(info.converged),
-                   deq_s=time_now() - t0, solver=getattr(info, "solver", args.solver), max_iter=getattr(info, "max_iter", args.max_iter))
+                   deq_s=time.perf_counter() - t0, solver=getattr(info, "solver", args.solver), max_iter=getattr(info, "max_iter", args.max_iter))
         if args.compare:
-            t0 = time_now()
-            with torch.no_grad(): x0_seq = ddim_sample(model, xi, sched, ni)
+            t0 = time.perf_counter()
+            try:
+                with torch.no_grad(): x0_seq = ddim_sample(model, xi, sched, ni)
+            except (ValueError, TypeError, RuntimeError) as e: raise library_error(e, SAMPLE_PARAMS) from None
             if dev.type == "cuda": torch.cuda.synchronize(dev)
-            row.update(seq_s=time_now() - t0, rel_diff=float((x0 - x0_seq).norm() / x0_seq.norm()))
+            row.update(seq_s=time.perf_counter() - t0, rel_diff=float((x0 - x0_seq).norm() / x0_seq.norm()))
         rows.append(row); imgs.append(x0.cpu())
         line = f"image {i + 1:3d}/{args.n}: rounds {row['rounds']:3d}  residual {row['residual']:.1e}"
         if args.compare: line += f"  |x0 - x0_{ref}|/|x0_{ref}| {row['rel_diff']:.1e}  DEQ {row['deq_s']:.3f} s  {ref} {row['seq_s']:.3f} s"
         else: line += f"  DEQ {row['deq_s']:.3f} s"
-        tqdm.write(line, file=out)
+        if bars: tqdm.write(line, file=sys.stdout)
+        else: print(line, flush=True)
         if not row["converged"]:
-            tqdm.write(f"warning: image {i + 1} did not converge: residual {row['residual']:.1e} > --tol {args.tol:g} after "
-                       f"{row['rounds']} rounds ({row['solver']}); raise --max-iter (e.g. --max-iter {2 * (row['max_iter'] or row['rounds'])})", file=out)
-    write_image(image_grid(torch.cat(imgs)), out_path, force=args.force)
+            _warn(f"image {i + 1} did not converge: residual {row['residual']:.1e} > --tol {args.tol:g} after {row['rounds']} "
+                  f"rounds ({row['solver']}); raise --max-iter (e.g. --max-iter {2 * (row['max_iter'] or row['rounds'])})", bars)
+    publish_outputs({out_path: encode_image(image_grid(torch.cat(imgs)), out_path)}, args.force)
     summary = dict(n=args.n, median_rounds=int(statistics.median_low(r["rounds"] for r in rows)),
                    converged=sum(r["converged"] for r in rows), deq_seconds=sum(r["deq_s"] for r in rows), out=str(out_path))
     solvers = ", ".join(sorted({f"{r['solver']} (max_iter {r['max_iter']})" for r in rows}))
@@ -253,12 +313,8 @@ def run_sample(args, out=None) -> dict:
         summary.update(seq_seconds=sum(r["seq_s"] for r in rows), max_rel_diff=max(r["rel_diff"] for r in rows))
         msg += (f", {ref_long} {summary['seq_seconds']:.2f} s (DEQ/{ref} = {summary['deq_seconds'] / summary['seq_seconds']:.2f}),"
                 f" worst |x0 - x0_{ref}|/|x0_{ref}| = {summary['max_rel_diff']:.1e}")
-    print(msg + f"\nwrote {out_path}", file=out)
+    print(msg + f"\nwrote {out_path}", flush=True)
     return summary
-
-def time_now() -> float:
-    import time
-    return time.perf_counter()
 
 # %% ../nbs/11_cli.ipynb #9185c16f
 INVERT_FILES = ("x_T.pt", "regenerated.png", "comparison.png")
@@ -270,87 +326,146 @@ def add_invert_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     tgt.add_argument("--image", help="target image: PNG/JPEG of the model's size, or a .npy/.pt tensor in [-1, 1]")
     tgt.add_argument("--digit", type=_int_in(0, N_HELDOUT_DIGITS - 1),
                      help=f"index of a held-out digit (digits test split), 0 to {N_HELDOUT_DIGITS - 1}, as the target")
-    p.add_argument("--T", type=_int_in(1), default=10, help="number of DDIM steps")
+    p.add_argument("--T", type=_int_in(1, MAX_ROUNDS), default=10, help="number of DDIM steps")
     p.add_argument("--method", choices=INVERT_METHODS, default="deq",
                    help="deq: DEQ fixed point; bptt: backpropagation through the chain; ode: DDIM ODE inversion only")
     p.add_argument("--grad", choices=INVERT_GRADS, default="phantom", help="DEQ backward: phantom (Eq. 18) or exact IFT (Eq. 15)")
-    p.add_argument("--epochs", type=_int_in(1), default=100, help="optimisation steps on x_T")
-    p.add_argument("--lr", type=_float_in(0), default=0.01, help="Adam learning rate")
+    p.add_argument("--epochs", type=_int_in(1, MAX_ROUNDS), default=100, help="optimisation steps on x_T")
+    p.add_argument("--lr", type=_float_in(0, MAX_LR), default=0.01, help=f"Adam learning rate, in (0, {MAX_LR:g}]")
     p.add_argument("--tau", type=_float_in(0, 1), default=0.1, help="phantom-gradient damping in (0, 1] (Eq. 18)")
-    p.add_argument("--k", type=_int_in(1), default=1, help="phantom-gradient steps")
+    p.add_argument("--k", type=_int_in(1, MAX_HISTORY), default=1, help="phantom-gradient steps")
     p.add_argument("--stop-loss", type=_float_in(0, lo_open=False), default=None, help="stop once the loss (Eq. 14) is below this")
     p.add_argument("--eta", type=_float_in(0, lo_open=False), default=0.0,
                    help="> 0: DEQ-sDDIM inversion with fixed noises (Algorithm 4); must be 0 with --method ode")
     p.add_argument("--seed", type=_int_in(0, SEED_MAX), default=0, help="seed of the fixed noises (eta > 0)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
     p.add_argument("--out", required=True, help=f"output directory (created if missing): {', '.join(INVERT_FILES)}")
     p.add_argument("--force", action="store_true", help="replace those files in --out if they are regular files")
-    _add_no_progress(p)
+    _common_args(p)
     return p
 
-def run_invert(args, out=None) -> dict:
-    "The `invert` subcommand."
-    out = out or sys.stdout
+def run_invert(args) -> dict:
+    "The `invert` subcommand: all three files are checked before the inversion and published together after it."
     if args.method == "ode" and args.eta != 0:
         raise CLIError("--eta", f"ODE inversion is deterministic: --eta must be 0 with --method ode, got {args.eta:g}")
     out_dir = Path(args.out).expanduser()
-    if out_dir.exists() and not out_dir.is_dir(): raise CLIError("--out", f"{str(out_dir)!r} exists and is not a directory")
-    if out_dir.is_dir():
-        if not os.access(out_dir, os.W_OK | os.X_OK): raise CLIError("--out", f"directory {str(out_dir)!r} is not writable")
-        for f in INVERT_FILES: check_replaceable(out_dir / f, args.force)
-    elif not out_dir.parent.is_dir(): raise CLIError("--out", f"directory {str(out_dir.parent)!r} does not exist")
+    targets = check_outputs([out_dir / f for f in INVERT_FILES], args.force, make_dirs=True)   # before any work
+    threads = apply_threads(args.threads, getattr(args, "torch_before", None))
     import torch
     from deq_ddim_nb.schedules import DDIMSchedule
-    from deq_ddim_nb.inversion import invert, load_target, save_inversion
+    from deq_ddim_nb.inversion import invert, load_target
+    from deq_ddim_nb.files import inversion_outputs
     dev = resolve_device(args.device)
     model, dtype = resolve_model(args.model, dev)
     if dtype != torch.float32: raise CLIError("--model", "invert needs a trained model (digits or a checkpoint), not a toy denoiser")
     cfg = model.config
     if args.T > cfg["n_train"]: raise CLIError("--T", f"must be <= the model's n_train = {cfg['n_train']}, got {args.T}")
     try: target = load_target(args.image if args.image is not None else args.digit, cfg["sample_shape"]).to(dev)
-    except (ValueError, FileNotFoundError, TypeError) as e: raise CLIError("--image" if args.image is not None else "--digit", str(e)) from None
-    sched = DDIMSchedule.from_config(args.T, cfg, eta=args.eta)
+    except (ValueError, OSError, TypeError) as e: raise CLIError("--image" if args.image is not None else "--digit", str(e)) from None
+    try: sched = DDIMSchedule.from_config(args.T, cfg, eta=args.eta)
+    except (ValueError, TypeError) as e: raise library_error(e, INVERT_PARAMS) from None
     print(f"inverting {'digit ' + str(args.digit) if args.image is None else args.image} with {args.method}"
-          f"{'/' + args.grad if args.method == 'deq' else ''}, T={args.T}, eta={args.eta:g}, epochs={args.epochs}, lr={args.lr:g}", file=out)
+          f"{'/' + args.grad if args.method == 'deq' else ''}, T={args.T}, eta={args.eta:g}, epochs={args.epochs}, "
+          f"lr={args.lr:g}, threads={threads}", flush=True)
     try:
         res = invert(model, target, sched, method=args.method, grad=args.grad, tau=args.tau, k=args.k, lr=args.lr,
-                     epochs=args.epochs, stop_loss=args.stop_loss, seed=args.seed, progress=args.progress)
-    except ValueError as e: raise CLIError(None, str(e)) from None
-    out_dir.mkdir(exist_ok=True)
-    for f in INVERT_FILES: check_replaceable(out_dir / f, args.force)      # again: something may have appeared
-    try: paths = save_inversion(out_dir, res, overwrite=args.force)
-    except (FileExistsError, NotADirectoryError) as e: raise CLIError("--out", str(e)) from None
-    # the target next to its regeneration, enlarged 8x
-    pair = image_grid(torch.cat([target.detach().cpu(), res.x_0.detach().cpu()[:1]]), nrow=2, scale=8)
-    paths["comparison"] = write_image(pair, out_dir / "comparison.png", force=args.force)
+                     epochs=args.epochs, stop_loss=args.stop_loss, seed=args.seed, progress=_progress(args))
+    except (ValueError, TypeError, RuntimeError) as e: raise library_error(e, INVERT_PARAMS) from None
+    pair = image_grid(torch.cat([target.detach().cpu(), res.x_0.detach().cpu()[:1]]), nrow=2, scale=8)   # target | regenerated
+    files = {**inversion_outputs(out_dir, res), targets[2]: encode_image(pair, targets[2])}
+    paths = publish_outputs(files, args.force, make_dirs=True)
     mse = float(res.mse.mean())
-    print(f"best loss {min(res.losses):.4g} (Eq. 14, per-pixel MSE {mse:.2e}) after {res.epochs} epochs in {res.seconds[-1]:.1f} s", file=out)
-    for v in paths.values(): print(f"wrote {v}", file=out)
-    return dict(loss=min(res.losses), mse=mse, epochs=res.epochs, seconds=res.seconds[-1], **{k_: str(v) for k_, v in paths.items()})
+    print(f"best loss {min(res.losses):.4g} (Eq. 14, per-pixel MSE {mse:.2e}) after {res.epochs} epochs in {res.seconds[-1]:.1f} s")
+    for v in paths: print(f"wrote {v}")
+    return dict(loss=min(res.losses), mse=mse, epochs=res.epochs, seconds=res.seconds[-1], **{p.stem: str(p) for p in paths})
 
 # %% ../nbs/11_cli.ipynb #db5813b4
-def _bench_module():
-    "The benchmark harness, imported when `bench` is the command."
-    from deq_ddim_nb import benchmark
-    return benchmark
+def add_bench_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "The options of `deq-ddim bench` (the harness is `deq_ddim_nb.benchmark`, imported only once the options are parsed)."
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", default=None, help="output folder (created if missing); default: $XDG_CACHE_HOME/deq-ddim-nb/bench "
+                       "(~/.cache/deq-ddim-nb/bench), never a folder inside the package")
+    where.add_argument("--record", action="store_true",
+                       help="write the tables into the package's recorded results (no plots); files there are replaced only with --force")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a tiny grid (seconds): checks that the benchmark runs")
+    size.add_argument("--full", action="store_true", help="every variant over T = 10 … 1000 (tens of minutes on a CPU)")
+    p.add_argument("--models", nargs="+", choices=BENCH_MODELS, help="only these models")
+    p.add_argument("--T", nargs="+", type=_int_in(1, MAX_ROUNDS), help="only these chain lengths")
+    p.add_argument("--variants", nargs="+", choices=BENCH_VARIANTS, metavar="VARIANT",
+                   help=f"only these variants: {', '.join(BENCH_VARIANTS)}")
+    p.add_argument("--seeds", type=_int_in(1, MAX_SEEDS), help="seeds per cell (overrides the grid's)")
+    p.add_argument("--no-efficiency", action="store_true", help="skip the batch-efficiency curve")
+    p.add_argument("--report-only", action="store_true", help="rebuild speed.md and the plots from the speed.csv in the output folder")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the saved rows of cells this selection does not rerun (replaces speed.csv: needs --force)")
+    p.add_argument("--force", action="store_true", help="replace files already in the output folder")
+    _common_args(p)
+    return p
+
+def run_bench(args) -> int:
+    "The `bench` subcommand: the table on stdout; returns the exit status."
+    from deq_ddim_nb.files import results_dir
+    try: out = results_dir(args.out, record=args.record)
+    except ValueError as e: raise CLIError("--out", str(e).replace("record=True", "--record")) from None
+    apply_threads(args.threads, getattr(args, "torch_before", None))
+    from deq_ddim_nb import benchmark as bm
+    plots = not args.record                                             # the package records tables; plots are drawn from them
+    if args.report_only:
+        try: bm.read_bench(out)
+        except (OSError, ValueError) as e: raise CLIError("--report-only", str(e)) from None
+        try: paths = bm.write_report(out, overwrite=args.force, plots=plots)
+        except (OSError, ValueError) as e: raise _file_error(e, "--record" if args.record else "--out") from None
+        print(paths[0].read_text(), end="")
+        return 0
+    size = "tiny" if args.quick else "full" if args.full else "quick"
+    try: grid = bm.select_grid(size, models=args.models, T=args.T, variants=args.variants, seeds=args.seeds)
+    except ValueError as e: raise library_error(e, {"models": "--models", "T": "--T", "variants": "--variants", "seeds": "--seeds"}) from None
+    efficiency = not (args.no_efficiency or args.quick)
+    if args.merge:
+        try: bm.read_rows(out); bm.read_traces(out)
+        except (OSError, ValueError) as e: raise CLIError("--merge", str(e)) from None
+    files = bm.bench_files(out, efficiency=efficiency, plots=plots)
+    where = "--record" if args.record else "--out"
+    try: check_outputs(files, args.force, where, make_dirs=True)        # before any work
+    except CLIError as e:
+        if args.merge and "--force" in str(e): raise CLIError("--merge", f"replaces the files in {out}: pass --force too ({e})") from None
+        raise
+    dev = resolve_device(args.device)
+    try:
+        bm.run_benchmark(grid, out, efficiency=efficiency, efficiency_sizes=(1, 2, 4) if args.quick else tuple(2 ** i for i in range(11)),
+                         device=dev, progress=_progress(args), merge=args.merge, overwrite=args.force, plots=plots)
+    except (FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError) as e: raise _file_error(e, where) from None
+    except (ValueError, TypeError, RuntimeError) as e: raise library_error(e, {}) from None
+    except OSError as e: raise CLIError(where, f"could not write the results to {out}: {e.strerror or e}; nothing was written") from None
+    print((out / "speed.md").read_text(), end="")
+    print(f"wrote {len(files)} files to {out}")
+    return 0
 
 def add_handout_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "The options of `deq-ddim handout`."
     p.add_argument("out_dir", metavar="OUT_DIR", help="directory for the handout notebooks (created if missing)")
+    p.add_argument("--nbs", default=None, help="folder of the solution notebooks (default: nbs/ of this checkout)")
+    p.add_argument("--notebooks", nargs="+", default=None, metavar="NAME",
+                   help="lessons to hand out, e.g. 00_schedules or 00 (default: every lesson)")
     p.add_argument("--force", action="store_true", help="replace handout notebooks already in OUT_DIR")
     return p
 
-def run_handout(args, out=None) -> int:
-    "The `handout` subcommand."
-    out = out or sys.stdout
+def run_handout(args) -> int:
+    "The `handout` subcommand: `deq_ddim_nb.classroom.make_handout`, which checks every file before it writes one."
     try: from deq_ddim_nb.classroom import make_handout
     except ModuleNotFoundError as e:
         if e.name != "deq_ddim_nb.classroom": raise
         raise CLIError(None, "this installation has no deq_ddim_nb.classroom (handouts need the package's notebooks)") from None
-    try: written = make_handout(args.out_dir, overwrite=args.force)
-    except (FileExistsError, NotADirectoryError, FileNotFoundError, ValueError) as e: raise CLIError(None, str(e)) from None
+    out = Path(args.out_dir).expanduser()
+    if os.path.lexists(out) and not out.is_dir():
+        raise CLIError("OUT_DIR", f"{str(out)!r} exists and is not a directory" + (" (a dangling link)" if out.is_symlink() else ""))
+    try: written = make_handout(out, nbs_dir=args.nbs, notebooks=args.notebooks, overwrite=args.force)
+    except (FileExistsError, OSError, ValueError, TypeError) as e:
+        opt = "--nbs" if "nbs_dir" in str(e) else "--notebooks" if str(e).startswith("notebooks") else "OUT_DIR"
+        raise _file_error(e, opt) from None
     files = list(written) if isinstance(written, (list, tuple, dict)) else []
-    print(f"wrote {len(files)} notebooks to {args.out_dir}" if files else f"wrote the handout to {args.out_dir}", file=out)
+    for f in files: print(f"wrote {f}")
+    print(f"{len(files)} notebooks in {out}")
     return 0
 
 # %% ../nbs/11_cli.ipynb #6bab48ac
@@ -360,55 +475,67 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or isinstance(action.default, bool) or action.default is argparse.SUPPRESS: return action.help
         return super()._get_help_string(action)
 
+# name -> (one-line help, description, add the options, run)
 SUBCOMMANDS = {
     "sample": ("DEQ-DDIM / DEQ-sDDIM sampling to an image grid",
-               "Sample images one at a time with the DEQ solver, compared with the sequential sampler."),
+               "Sample images one at a time with the DEQ solver, compared with the sequential sampler.", add_sample_args, run_sample),
     "invert": ("find the x_T that regenerates an image (DEQ, BPTT or ODE inversion)",
-               "Model inversion: optimise x_T so that its DDIM sample matches a target image."),
+               "Model inversion: optimise x_T so that its DDIM sample matches a target image.", add_invert_args, run_invert),
     "bench": ("DEQ vs DDIM: rounds, model evaluations, wall time (writes CSV, table, plots)",
-              "Benchmark the DEQ-DDIM solvers against sequential DDIM (see the benchmark appendix notebook)."),
+              "Benchmark the DEQ-DDIM solvers against sequential DDIM (see the benchmark appendix notebook).", add_bench_args, run_bench),
     "handout": ("write the students' copy of the notebooks (solutions emptied, checks kept)",
-                "Copy the notebooks with every '# Solution' cell emptied; the '# Check' cells stay."),
+                "Copy the notebooks with every '# Solution' cell emptied; the '# Check' cells stay.", add_handout_args, run_handout),
 }
 
-def build_parser(bench:bool=False) -> argparse.ArgumentParser:
-    "The `deq-ddim` parser; `bench=True` also imports the benchmark harness to add the options of `bench`."
+def build_parser() -> argparse.ArgumentParser:
+    "The `deq-ddim` parser: one subparser per command, each carrying its own `func` and `parser` (for its error messages)."
     p = argparse.ArgumentParser(prog="deq-ddim", description="Deep-equilibrium DDIM: sampling, inversion, benchmarks and handouts.",
                                 formatter_class=_Formatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
-    subs = {name: sub.add_parser(name, help=h, description=d, formatter_class=_Formatter) for name, (h, d) in SUBCOMMANDS.items()}
-    add_sample_args(subs["sample"]); add_invert_args(subs["invert"]); add_handout_args(subs["handout"])
-    if bench: _bench_module().add_bench_args(subs["bench"])
-    p.subcommands = subs
+    for name, (short, desc, add, run) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=short, description=desc, formatter_class=_Formatter)
+        add(sp)
+        sp.set_defaults(func=run, parser=sp)
     return p
 
 def _sigterm(signum, frame): raise SystemExit(128 + signum)
 
+def _safe_streams() -> None:
+    "Print any file name, even one whose bytes are not valid in the terminal's encoding (as a \\x.. escape, never an error)."
+    for s in (sys.stdout, sys.stderr):
+        if isinstance(s, io.TextIOWrapper):
+            try: s.reconfigure(errors="backslashreplace")
+            except (ValueError, io.UnsupportedOperation): pass
+
 def main(argv=None) -> int:
-    "Console entry point of `deq-ddim`."
-    os.environ.setdefault("OMP_NUM_THREADS", "1")                   # before torch is imported (below, lazily)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(bench=argv[:1] == ["bench"])
-    args = parser.parse_args(argv)
-    old = signal.signal(signal.SIGTERM, _sigterm) if _main_thread() else None
+    """The `deq-ddim` command; returns its exit status: 0, 2 for any error in the arguments or the files (reported like
+    argparse's own, naming the option), 130 on Ctrl-C, 128 + n on signal n (SIGTERM: 143). Never a traceback for these."""
+    _safe_streams()
+    torch_before = "torch" in sys.modules                              # imported by the caller: its thread settings stand
+    parser = build_parser()
+    try: args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    except SystemExit as e: return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    args.torch_before = torch_before
+    main_thread = _main_thread()
+    old = signal.signal(signal.SIGTERM, _sigterm) if main_thread else None
     try:
-        if args.command == "sample": run_sample(args)
-        elif args.command == "invert": run_invert(args)
-        elif args.command == "handout": return run_handout(args)
-        elif args.command == "bench": return _bench_module().run_bench(args)
+        rc = args.func(args)
+        return rc if isinstance(rc, int) else 0
     except CLIError as e:
-        sp = parser.subcommands[args.command]
-        sp.print_usage(sys.stderr)
-        print(f"{sp.prog}: error: {e}", file=sys.stderr)
-        return 2
+        try: args.parser.error(str(e))                                 # usage and message on stderr, SystemExit(2)
+        except SystemExit as ex: return ex.code
     except KeyboardInterrupt:
         print("deq-ddim: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 1
     finally:
         if old is not None: signal.signal(signal.SIGTERM, old)
-    return 0
 
 def _main_thread() -> bool:
     import threading
     return threading.current_thread() is threading.main_thread()
+
+if __name__ == "__main__" and "IPython" not in sys.modules:    # `python -m deq_ddim_nb.cli`, the same command
+    sys.exit(main())

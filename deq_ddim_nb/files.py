@@ -1,4 +1,4 @@
-"""Reading inversion targets safely and writing results without clobbering anything: `load_target`, `to_png`, `save_inversion`, and the `publish_file` primitive the command line shares.
+"""Reading inversion targets safely, and `publish`: the one way this package writes a file. Every command and script writes through it: all of a command's files or none, never replacing what it was not asked to replace.
 
 Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/files.html.md"""
 
@@ -6,22 +6,29 @@ Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/files.html.md"""
 
 # %% ../nbs/91_files.ipynb #e55dac1a
 from __future__ import annotations
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import secrets
+import shutil
+import signal
 import stat
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 import numpy as np
 import torch
+from .checks import check_bool
 
 # %% auto #0
-__all__ = ['MAX_IMAGE_PIXELS', 'MAX_SAMPLE_NUMEL', 'load_target', 'temp_path_for', 'publish_file', 'atomic_write_bytes',
-           'png_bytes', 'to_png', 'save_inversion', 'read_json', 'check_sample_shape', 'check_noise_schedule',
-           'assets_dir', 'recorded', 'read_recorded']
+__all__ = ['MAX_IMAGE_PIXELS', 'INVERSION_FILES', 'MAX_SAMPLE_NUMEL', 'load_target', 'check_targets', 'Interrupted', 'publish',
+           'atomic_write_bytes', 'publish_file', 'png_bytes', 'to_png', 'inversion_outputs', 'save_inversion',
+           'read_json', 'check_sample_shape', 'check_noise_schedule', 'assets_dir', 'recorded', 'read_text',
+           'read_recorded', 'csv_text', 'default_results_dir', 'results_dir']
 
 # %% ../nbs/91_files.ipynb #030c0785
 MAX_IMAGE_PIXELS = 4096 * 4096   # never decode an image larger than this (its size is read from the header first)
@@ -122,7 +129,7 @@ def load_target(path_or_digit, sample_shape=(1, 16, 16), *, max_pixels:int=MAX_I
         return _tensor_to_unit(x, p.name, accepted)[None].contiguous()
     return _read_image(p, shape, accepted, max_pixels)[None].contiguous()
 
-# %% ../nbs/91_files.ipynb #0b65a021
+# %% ../nbs/91_files.ipynb #7ba484da
 def _umask() -> int:
     "The process umask, read without changing it where /proc allows (os.umask has to set it to read it)."
     try:
@@ -136,63 +143,239 @@ def _kind(mode:int) -> str:
     return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
 
-def _check_replaceable(target:Path, overwrite:bool) -> None:
-    "Raise unless `target` is absent, or (with `overwrite`) a regular file or a symlink."
-    try: st = os.lstat(target)
-    except FileNotFoundError: return
-    if stat.S_ISLNK(st.st_mode):
-        if not overwrite: raise FileExistsError(f"{str(target)!r} exists (a symlink); pass overwrite=True to replace the link")
-        return
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{str(target)!r} is {_kind(st.st_mode)}, not a regular file: refusing to replace it")
-    if not overwrite: raise FileExistsError(f"{str(target)!r} already exists; pass overwrite=True to replace it")
+def _show(p) -> str:
+    "A path as it can always be printed, also when its bytes are not valid in the terminal's encoding."
+    return repr(os.fsencode(p).decode("utf-8", "backslashreplace"))
 
-def temp_path_for(target) -> Path:
-    "A new, empty temporary file next to `target` (same directory, so publishing is a rename), with a short name."
-    target = Path(target)
-    stem = target.name.encode()[:40].decode(errors="ignore")          # keep the name well under 255 bytes
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{stem}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
+def _name_max(d:Path) -> int:
+    try: return os.pathconf(d, "PC_NAME_MAX")
+    except (OSError, ValueError): return 255
+
+def _as_target(path) -> Path:
+    "A file path to write: a name that ends in '/' names a directory, not a file; the name must be encodable."
+    if not isinstance(path, (str, os.PathLike)): raise TypeError(f"a path to write must be a str or a path, got {type(path).__name__}")
+    s = os.fspath(path)
+    if isinstance(s, bytes): s = os.fsdecode(s)
+    try: raw = os.fsencode(s)
+    except UnicodeEncodeError: raise ValueError(f"{s!r} cannot be encoded as a file name on this system") from None
+    if b"\0" in raw: raise ValueError(f"{_show(s)}: a file name cannot contain a NUL byte")
+    if not s or s.endswith(os.sep) or (os.altsep and s.endswith(os.altsep)) or Path(s).name in ("", ".", ".."):
+        raise ValueError(f"{_show(s)} names a directory, not a file (a file name must not end in '/')")
+    return Path(s).expanduser()
+
+def _check_dir(d:Path, make_dirs:bool) -> None:
+    "The directory a file goes to: it exists (or `make_dirs` and its nearest existing ancestor can hold it) and is writable."
+    missing = []
+    while True:
+        try: st = os.stat(d)                                        # a link to a directory is a directory
+        except FileNotFoundError:
+            if os.path.lexists(d): raise FileNotFoundError(f"directory {_show(d)} is a dangling symbolic link") from None
+            if not make_dirs: raise FileNotFoundError(f"directory {_show(d)} does not exist") from None
+            missing.append(d); d = d.parent; continue
+        except NotADirectoryError: raise NotADirectoryError(f"{_show(d)}: a part of this path is a file, not a directory") from None
+        break
+    if not stat.S_ISDIR(st.st_mode): raise NotADirectoryError(f"{_show(d)} is not a directory")
+    if not os.access(d, os.W_OK | os.X_OK): raise PermissionError(f"directory {_show(d)} is not writable")
+    for m in missing:
+        if len(os.fsencode(m.name)) > _name_max(d): raise ValueError(f"{_show(m)}: the directory name is too long")
+
+def _check_target(t:Path, overwrite:bool, make_dirs:bool) -> None:
+    _check_dir(t.parent, make_dirs)
+    n, most = len(os.fsencode(t.name)), _name_max(t.parent if t.parent.is_dir() else Path("."))
+    if n > most: raise ValueError(f"{_show(t)}: the file name is too long ({n} bytes; this file system allows {most})")
+    try: st = os.lstat(t)
+    except (FileNotFoundError, NotADirectoryError): return
+    if stat.S_ISLNK(st.st_mode):
+        if not overwrite:
+            raise FileExistsError(f"{_show(t)} exists (a {'dangling ' if not t.exists() else ''}symbolic link); with "
+                                  f"overwrite the link itself is replaced, never the file it points to")
+        return
+    if not stat.S_ISREG(st.st_mode): raise ValueError(f"{_show(t)} is {_kind(st.st_mode)}, not a regular file: it is never replaced")
+    if not overwrite: raise FileExistsError(f"{_show(t)} already exists; it is replaced only with overwrite")
+
+def check_targets(paths, overwrite:bool=False, *, make_dirs:bool=False) -> list[Path]:
+    """Check output paths before any work is done; returns them as `Path`s. Each must be a file name (encodable, not too
+    long, not ending in '/') in a writable directory (with `make_dirs`, missing directories are allowed when the nearest
+    existing one is writable), and nothing may be there, or, with `overwrite`, a regular file or a symbolic link (the
+    link is replaced, never followed). A directory, FIFO, socket or device is never replaced. Raises `FileExistsError`,
+    `FileNotFoundError`, `NotADirectoryError`, `PermissionError`, `ValueError` (a bad name, a path named twice, a
+    non-regular file) or `TypeError`, each naming the path."""
+    if isinstance(paths, (str, os.PathLike)): paths = [paths]
+    overwrite, make_dirs = check_bool("overwrite", overwrite), check_bool("make_dirs", make_dirs)
+    targets, seen = [], set()
+    for p in paths:
+        t = _as_target(p)
+        key = os.path.abspath(t)
+        if key in seen: raise ValueError(f"{_show(t)} is named twice among the outputs")
+        seen.add(key)
+        _check_target(t, overwrite, make_dirs)
+        targets.append(t)
+    return targets
+
+
+# %% ../nbs/91_files.ipynb #b836415a
+class Interrupted(BaseException):
+    "A signal (SIGTERM, SIGINT, SIGHUP) arrived while `publish` was writing: nothing of that call was published."
+    def __init__(self, signum:int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name} while writing; nothing was published")
+
+@contextlib.contextmanager
+def _signals_raise():
+    """While active, SIGTERM, SIGINT and SIGHUP raise `Interrupted` (once), so `publish` can clean up; on the way out
+    the caller's handlers are back, and a signal that arrived is delivered to them again. A signal the caller ignores
+    stays ignored; outside the main thread (where Python cannot set handlers) nothing changes."""
+    state = dict(armed=True, pending=[])
+    if threading.current_thread() is not threading.main_thread():
+        yield state; return
+    def handler(signum, frame):
+        state["pending"].append(signum)
+        if state["armed"]:
+            state["armed"] = False
+            raise Interrupted(signum)
+    old = {}
+    for s in _SIGNALS:
+        h = signal.getsignal(s)
+        if h is None or h == signal.SIG_IGN: continue               # ignored, or set outside Python: left alone
+        old[s] = signal.signal(s, handler)
+    try:
+        yield state
+    finally:
+        state["armed"] = False
+        for s, h in old.items(): signal.signal(s, h)
+        if state["pending"]: signal.raise_signal(state["pending"][0])   # the caller's handler decides what it means
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+@contextlib.contextmanager
+def _held():
+    "Signals wait while a step and its bookkeeping happen together (blocked, then delivered), so cleanup knows every file."
+    if not hasattr(signal, "pthread_sigmask"): yield; return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try: yield
+    finally: signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+def _write_temp(target:Path, data, mode:int, tmps:list) -> Path:
+    """A new temporary file next to `target` (mkstemp: a fresh name, O_EXCL), holding `data`, flushed to disk. Its
+    name joins `tmps` as it is created, so that whoever cleans up finds it whenever an exception or a signal strikes."""
+    stem = os.fsdecode(os.fsencode(target.name)[:40])                 # a short name: well under any name limit
+    with _held():
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{stem}.", suffix=".tmp")
+        tmp = Path(tmp); tmps.append(tmp)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), mode)                                  # mkstemp's 0o600 -> the mode `open` would give
+        if callable(data): data(fh)
+        else: fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush(); os.fsync(fh.fileno())
+    return tmp
+
+def _backup(target:Path) -> Path|None:
+    "A second hard link to what is at `target` (a file or the link itself), to put back if the call fails; None if impossible."
+    for _ in range(100):
+        b = target.parent / f".{os.fsdecode(os.fsencode(target.name)[:40])}.{secrets.token_hex(4)}.old"
+        try: os.link(target, b, follow_symlinks=False); return b     # link() never follows or replaces `b`
+        except FileExistsError: continue
+        except OSError: return None                                   # no hard links on this file system
+    return None
+
+def _put(tmp:Path, target:Path, overwrite:bool) -> tuple[Path|None, int]:
+    "Publish one temporary: no-replace `os.link` (or `os.replace` with overwrite). Returns (backup of the old file, inode)."
+    ino = os.lstat(tmp).st_ino
+    if not overwrite:
+        try: os.link(tmp, target)                                     # atomic, and fails if anything is at `target`
+        except FileExistsError:
+            raise FileExistsError(f"{_show(target)} appeared while the output was written; it is not replaced") from None
+        except OSError:                                               # no hard links here (some network/FUSE file systems)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)   # reserve the name
+            os.close(fd); os.replace(tmp, target)
+        return None, ino
+    try: st = os.lstat(target)
+    except FileNotFoundError: st = None
+    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise ValueError(f"{_show(target)} is {_kind(st.st_mode)}, not a regular file: it is never replaced")
+    backup = _backup(target) if st is not None else None
+    os.replace(tmp, target)                                           # replaces a link itself, never its target
+    return backup, ino
+
+def publish(outputs:dict, *, overwrite:bool=False, make_dirs:bool=False) -> list[Path]:
+    """Write several files so that they appear together or not at all. `outputs` maps each path to its content:
+    `bytes`, a `str` (UTF-8), or a callable that writes to a binary file object. Returns the paths, in order.
+
+    1. Every target is checked first (`check_targets`): nothing is written if one of them is refused.
+    2. Each is written to its own `mkstemp` temporary in the target's directory and flushed to disk (`fsync`).
+    3. They are published one by one: without `overwrite` by `os.link`, which fails if anything appeared at the target
+       meanwhile; with `overwrite` by `os.replace` (a symbolic link is itself replaced, never written through; a
+       directory, FIFO, socket or device never). If one fails, those already published are taken back and the files
+       they replaced are put back.
+    4. On any exception, and on SIGTERM, SIGINT or SIGHUP (delivered again to the caller's handler afterwards), the
+       temporaries are removed, as are directories `make_dirs` created. Files get the mode `open` would give them."""
+    if not isinstance(outputs, dict) or not outputs:
+        raise TypeError(f"outputs must be a non-empty dict of path -> bytes, str or callable, got {outputs!r:.80}")
+    for p, v in outputs.items():
+        if not (isinstance(v, (bytes, bytearray, memoryview, str)) or callable(v)):
+            raise TypeError(f"the content of {_show(p)} must be bytes, str or a callable(file), got {type(v).__name__}")
+    targets = check_targets(list(outputs), overwrite, make_dirs=make_dirs)
+    mode, tmps, done, made, ok = 0o666 & ~_umask(), [], [], [], False
+    with _signals_raise() as guard:
+        try:
+            if make_dirs:
+                for d in sorted({t.parent for t in targets}, key=lambda d: len(d.parts)):
+                    for a in [*reversed(d.parents), d]:
+                        if not os.path.lexists(a):
+                            with _held(): os.mkdir(a); made.append(a)
+            for t, v in zip(targets, outputs.values()): _write_temp(t, v, mode, tmps)
+            for t, tmp in zip(targets, tmps):
+                with _held(): done.append((t, *_put(tmp, t, overwrite)))   # published and on the list, or neither
+            guard["armed"] = False                                    # all published: a signal now waits for the way out
+            ok = True
+        except BaseException:
+            guard["armed"] = False                                    # a second signal must not interrupt the cleanup
+            for t, backup, ino in reversed(done):                     # take back what was published
+                try:
+                    if backup is not None: os.replace(backup, t)      # the old file (or link) is back
+                    elif os.lstat(t).st_ino == ino: os.unlink(t)      # only our own file
+                except OSError: pass
+            raise
+        finally:
+            for tmp in tmps: tmp.unlink(missing_ok=True)
+            for _, backup, _ in done:                                  # a backup left after a failed restore is kept
+                if backup is not None and ok: backup.unlink(missing_ok=True)
+            if not ok:
+                for d in reversed(made):
+                    try: os.rmdir(d)
+                    except OSError: pass
+    for d in {t.parent for t in targets}:                             # the new names are on disk too
+        try:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            try: os.fsync(fd)
+            finally: os.close(fd)
+        except OSError: pass
+    return targets
+
+# %% ../nbs/91_files.ipynb #cd97523e
+def atomic_write_bytes(path, data:bytes, overwrite:bool=False) -> Path:
+    "One file: `publish({path: data}, overwrite=overwrite)`, for `bytes` only."
+    if not isinstance(data, (bytes, bytearray, memoryview)): raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    return publish({path: data}, overwrite=overwrite)[0]
 
 def publish_file(tmp_path, target, overwrite:bool=False) -> Path:
-    """Move the complete file `tmp_path` to `target` (same directory) so that `target` is either absent, the old file or
-    the new one, never half written. The file gets the permissions of a newly created file (`0o666 & ~umask`).
-    Without `overwrite`: `os.link` publishes it, which fails if `target` appeared meanwhile (`FileExistsError`).
-    With `overwrite`: `os.replace` replaces a regular file. Never replaces a directory, FIFO, socket or device
-    (`ValueError`). Symlink rule: an existing symlink at `target` is refused unless `overwrite`, and then the *link
-    itself* is replaced by the new file; nothing is ever written through a link. `tmp_path` is gone afterwards, also
-    on error."""
-    tmp, target = Path(tmp_path), Path(target)
+    """Publish the complete file `tmp_path` at `target` with `publish`'s rules, then remove `tmp_path` (also on error).
+    `tmp_path` must be a regular file, and never `target` itself: that is refused and both are left alone."""
+    tmp, target = Path(tmp_path), _as_target(target)
+    st = os.lstat(tmp)
+    if not stat.S_ISREG(st.st_mode): raise ValueError(f"tmp_path {_show(tmp)} is {_kind(st.st_mode)}, not a regular file")
+    try: tst = os.lstat(target)
+    except (FileNotFoundError, NotADirectoryError): tst = None
+    if tst is not None and (tst.st_dev, tst.st_ino) == (st.st_dev, st.st_ino):
+        raise ValueError(f"tmp_path and target are the same file {_show(target)}: there is nothing to publish")
     try:
-        _check_replaceable(target, overwrite)
-        os.chmod(tmp, 0o666 & ~_umask())
-        if overwrite: os.replace(tmp, target)
-        else:
-            try: os.link(tmp, target)                                   # atomic, and fails if target exists
-            except FileExistsError:
-                raise FileExistsError(f"{str(target)!r} appeared while it was being written; pass overwrite=True to replace it") from None
-            except OSError:                                             # no hard links here (some network/FUSE file systems)
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # reserve the name, then fill it
-                os.close(fd); os.replace(tmp, target)
+        def copy(fh):
+            with open(tmp, "rb") as src: shutil.copyfileobj(src, fh)
+        return publish({target: copy}, overwrite=overwrite)[0]
     finally:
-        if tmp.exists() or tmp.is_symlink(): os.unlink(tmp)
-    return target
+        tmp.unlink(missing_ok=True)
 
-def atomic_write_bytes(path, data:bytes, overwrite:bool=False) -> Path:
-    "Write `data` to `path` through a temporary file in the same directory and `publish_file` (its rules apply)."
-    if not isinstance(data, (bytes, bytearray, memoryview)): raise TypeError(f"data must be bytes, got {type(data).__name__}")
-    path = Path(path).expanduser()
-    if not path.parent.is_dir(): raise FileNotFoundError(f"the directory of {str(path)!r} does not exist")
-    _check_replaceable(path, overwrite)                                  # fail before writing anything
-    tmp = temp_path_for(path)
-    try:
-        with open(tmp, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True); raise
-    return publish_file(tmp, path, overwrite)
-
-# %% ../nbs/91_files.ipynb #46d82bcc
+# %% ../nbs/91_files.ipynb #47bd552a
 def png_bytes(x:torch.Tensor) -> bytes:
     "Images (B, C, H, W) with C = 1 or 3, values in [-1, 1] (clamped), side by side as the bytes of one PNG."
     from PIL import Image
@@ -208,39 +391,23 @@ def png_bytes(x:torch.Tensor) -> bytes:
     return buf.getvalue()
 
 def to_png(x:torch.Tensor, path, overwrite:bool=False) -> Path:
-    "Write images (B, C, H, W) in [-1, 1] side by side as one PNG (grayscale for C = 1), atomically (`atomic_write_bytes`)."
-    return atomic_write_bytes(path, png_bytes(x), overwrite)
+    "Write images (B, C, H, W) in [-1, 1] side by side as one PNG (grayscale for C = 1), through `publish`."
+    return publish({path: png_bytes(x)}, overwrite=overwrite)[0]
+
+INVERSION_FILES = ("x_T.pt", "regenerated.png")
+
+def inversion_outputs(out_dir, result) -> dict:
+    "The files of an `InversionResult`: `{out_dir/x_T.pt: the latent (torch.save bytes), out_dir/regenerated.png: its sample}`."
+    out = Path(out_dir).expanduser()
+    buf = io.BytesIO(); torch.save(result.x_T.detach().cpu(), buf)
+    return {out / "x_T.pt": buf.getvalue(), out / "regenerated.png": png_bytes(result.x_0)}
 
 def save_inversion(out_dir, result, overwrite:bool=False) -> dict:
-    """Write `x_T.pt` (the latent) and `regenerated.png` (its DDIM sample) of an `InversionResult` into `out_dir`: both are
-    written to temporary files first, then published with `publish_file` (same rules: no replacing without `overwrite`,
-    never a directory/FIFO/device, symlinks replaced only with `overwrite`). If the second cannot be published, the first
-    is taken back (without `overwrite`), so a new pair is never half published."""
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"out_dir {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"x_T": out / "x_T.pt", "regenerated": out / "regenerated.png"}
-    for p in paths.values():
-        try: _check_replaceable(p, overwrite)
-        except FileExistsError:
-            there = [q.name for q in paths.values() if os.path.lexists(q)]
-            raise FileExistsError(f"{', '.join(there)} already in {str(out)!r}; pass overwrite=True (CLI: --force) to replace") from None
-    buf = io.BytesIO(); torch.save(result.x_T.detach().cpu(), buf)
-    data = {"x_T": buf.getvalue(), "regenerated": png_bytes(result.x_0)}
-    tmps, done = {}, []
-    try:
-        for key, blob in data.items():                        # write both to temporaries first …
-            tmps[key] = temp_path_for(paths[key])
-            with open(tmps[key], "wb") as f: f.write(blob); f.flush(); os.fsync(f.fileno())
-        for key, tmp in tmps.items():                         # … then publish them
-            if not overwrite: publish_file(tmp, paths[key]); done.append(paths[key])
-            else: publish_file(tmp, paths[key], overwrite=True)
-    except BaseException:
-        for p in done: p.unlink(missing_ok=True)              # take back a half-published pair (new files only)
-        raise
-    finally:
-        for tmp in tmps.values(): tmp.unlink(missing_ok=True)
-    return paths
+    """Write `x_T.pt` (the latent) and `regenerated.png` (its DDIM sample) of an `InversionResult` into `out_dir`
+    (created if missing) with one `publish` call: both files appear, or neither. Returns `{"x_T": path, "regenerated": path}`."""
+    files = inversion_outputs(out_dir, result)
+    paths = publish(files, overwrite=overwrite, make_dirs=True)
+    return dict(zip(("x_T", "regenerated"), paths))
 
 # %% ../nbs/91_files.ipynb #ac4b7757
 MAX_SAMPLE_NUMEL = 2 ** 26      # elements of one sample (e.g. 3 x 4096 x 4096 is under it); a randn beyond is an error
@@ -312,7 +479,7 @@ def check_noise_schedule(cfg:dict, where:str, names:dict|None=None) -> dict:
     out["trained_betas"] = tb
     return out
 
-# %% ../nbs/91_files.ipynb #05af252c
+# %% ../nbs/91_files.ipynb #ccb91b3b
 def assets_dir() -> Path:
     "The folder of files shipped inside the package: the trained weights, their configs, and `results/`."
     import deq_ddim_nb
@@ -333,11 +500,54 @@ def recorded(name:str|None=None) -> Path:
         raise FileNotFoundError(f"no recorded result named {name!r}; recorded: {have}")
     return p
 
+def read_text(path, what:str="file") -> str:
+    """The text of a regular file; a missing file, a directory, a FIFO or a device is an error naming `what` and the
+    path (a FIFO is opened without blocking, so reading never hangs)."""
+    p = Path(path).expanduser()
+    try: fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError: raise FileNotFoundError(f"the {what} {_show(p)} does not exist") from None
+    except IsADirectoryError: raise ValueError(f"the {what} {_show(p)} is a directory, not a file") from None
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        if not stat.S_ISREG(mode): raise ValueError(f"the {what} {_show(p)} is {_kind(mode)}, not a regular file")
+        try: return fh.read().decode("utf-8")
+        except UnicodeDecodeError as e: raise ValueError(f"the {what} {_show(p)} is not UTF-8 text ({e.reason})") from None
+
 def read_recorded(name:str):
     "A recorded result: a `.csv` file as a list of rows (dicts of strings), a `.json` file as its object, other files as text."
     p = recorded(name)
-    if p.suffix == ".csv":
-        with open(p, newline="") as f: return list(csv.DictReader(f))
-    if p.suffix == ".json": return json.loads(p.read_text())
-    return p.read_text()
+    text = read_text(p, "recorded result")
+    if p.suffix == ".csv": return list(csv.DictReader(io.StringIO(text, newline="")))
+    if p.suffix == ".json": return json.loads(text)
+    return text
 
+def csv_text(rows, fields=None) -> str:
+    "Rows (dicts) as CSV text with a header: `fields`, or the keys of the first row."
+    rows = list(rows)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fields or (list(rows[0]) if rows else []), lineterminator="\n")
+    w.writeheader(); w.writerows(rows)
+    return buf.getvalue()
+
+# %% ../nbs/91_files.ipynb #26357811
+def default_results_dir() -> Path:
+    "Where benchmarks write when no folder is named: `$XDG_CACHE_HOME/deq-ddim-nb/bench` (`~/.cache/deq-ddim-nb/bench`)."
+    base = os.environ.get("XDG_CACHE_HOME") or ""
+    base = Path(base).expanduser() if os.path.isabs(os.path.expanduser(base)) else Path.home() / ".cache"
+    return base / "deq-ddim-nb" / "bench"
+
+def _inside(p:Path, d:Path) -> bool:
+    p, d = Path(os.path.realpath(p)), Path(os.path.realpath(d))
+    return p == d or d in p.parents
+
+def results_dir(out=None, *, record:bool=False) -> Path:
+    """The folder a benchmark writes to: `out`, or `default_results_dir()`; with `record`, the package's recorded
+    results (`recorded()`), and only then: a folder inside the installed package is refused otherwise."""
+    record = check_bool("record", record)
+    if record:
+        if out is not None: raise ValueError(f"out and record exclude each other: record writes to {_show(recorded())}")
+        return recorded()
+    d = default_results_dir() if out is None else Path(out).expanduser()
+    if _inside(d, assets_dir().parent):
+        raise ValueError(f"{_show(d)} is inside the installed package: its recorded results are replaced only with record=True")
+    return d

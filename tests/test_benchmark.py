@@ -69,15 +69,47 @@ def test_torchdeq_rows_only_when_installed(monkeypatch, digits_model):
     if not bm.torchdeq_available(): pytest.skip("torchdeq is not installed (pip install torchdeq)")
     s, x_T = DDIMSchedule.make(10), randn(1, 1, 8, 8, seed=2)
     ref = ddim_sample(digits_model, x_T, s)
-    for name in ("anderson", "broyden"):
-        r = bm.measure_variant(digits_model, x_T, s, ref, f"torchdeq-{name}", max_rounds=30)
-        assert r["rounds"] <= 30 and (not r["converged"] or r["final_err"] < 1e-2), (name, r["final_err"])
-    assert {"torchdeq-anderson", "torchdeq-broyden"} <= set(bm.available_variants())
+    for v in ("torchdeq-anderson", "torchdeq-broyden", "torchdeq-anderson-per-image", "torchdeq-broyden-per-image"):
+        r = bm.measure_variant(digits_model, x_T, s, ref, v, max_rounds=30)
+        assert r["rounds"] <= 30 and (not r["converged"] or r["final_err"] < 1e-2), (v, r["final_err"])
+    assert set(bm.PEERS) <= set(bm.available_variants())
+
+
+def _fake_torchdeq(monkeypatch, seen):
+    "A stand-in for torchdeq.solver: plain fixed-point iteration per row, recording the batch layout it is handed."
+    import types
+    def fixed_point(func, x0, max_iter=50, tol=1e-3, stop_mode="rel", **kw):
+        seen.append(tuple(x0.shape))
+        x = x0
+        for _ in range(max_iter):
+            fx = func(x)
+            done = bool(((fx - x).norm(dim=1) / (fx.norm(dim=1) + 1e-9)).max() < tol)
+            x = fx
+            if done: break
+        return x, [], {}
+    solver = types.ModuleType("torchdeq.solver"); solver.get_solver = lambda name: fixed_point
+    top = types.ModuleType("torchdeq"); top.solver = solver
+    monkeypatch.setitem(sys.modules, "torchdeq", top); monkeypatch.setitem(sys.modules, "torchdeq.solver", solver)
+
+
+@pytest.mark.parametrize("per", ["state", "image"])
+def test_torchdeq_adapter_hands_over_one_row_per_state_or_per_image(monkeypatch, digits_model, per):
+    seen = []
+    _fake_torchdeq(monkeypatch, seen)
+    T, B = 10, 3
+    s, x_T = DDIMSchedule.make(T), randn(B, 1, 8, 8, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x0, info = deq_sample(digits_model, x_T, s, solver=bm.torchdeq_solver("anderson", per), max_iter=T + 1, tol=1e-12)
+    assert seen == [(T * B, 64) if per == "state" else (B, T * 64)]
+    # plain iteration is exact after T rounds whatever the layout: the rows were put back where they belong
+    assert rel(x0, ddim_sample(digits_model, x_T, s)) < 1e-12
+    assert info.rounds == T + 1
 
 
 def test_interrupted_run_leaves_the_saved_csv_intact(tmp_path, monkeypatch):
     bm.run_benchmark(bm.default_grid("tiny"), tmp_path, efficiency=False, progress=False)
-    before = {f: (tmp_path / f).read_bytes() for f in ("speed.csv", "speed_traces.json", "speed.md")}
+    before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)}
     assert len(bm.read_bench(tmp_path)) == 2 * 4 + 1
     calls = []
     def dies_midway(*a, **k):
@@ -88,15 +120,17 @@ def test_interrupted_run_leaves_the_saved_csv_intact(tmp_path, monkeypatch):
     monkeypatch.setattr(bm, "measure_variant", dies_midway)
     for merge in (False, True):
         calls.clear()
-        with pytest.raises(KeyboardInterrupt): bm.run_benchmark(bm.default_grid("tiny"), tmp_path, efficiency=False, progress=False, merge=merge)
-        assert {f: (tmp_path / f).read_bytes() for f in before} == before
-        assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        with pytest.raises(KeyboardInterrupt):
+            bm.run_benchmark(bm.default_grid("tiny"), tmp_path, efficiency=False, progress=False, merge=merge, overwrite=True)
+        assert {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)} == before   # nothing replaced, no temporaries
 
 
 def test_merge_keeps_rows_of_cells_not_rerun(tmp_path):
     grid = bm.default_grid("tiny")
     bm.run_benchmark(grid, tmp_path, efficiency=False, progress=False)
-    bm.run_benchmark([dict(grid[0], variants=("picard",))], tmp_path, efficiency=False, progress=False, merge=True)
+    with pytest.raises(FileExistsError):                                  # merging replaces speed.csv: only when asked
+        bm.run_benchmark([dict(grid[0], variants=("picard",))], tmp_path, efficiency=False, progress=False, merge=True)
+    bm.run_benchmark([dict(grid[0], variants=("picard",))], tmp_path, efficiency=False, progress=False, merge=True, overwrite=True)
     rows = bm.read_bench(tmp_path)
     assert sorted({r["variant"] for r in rows if r["batch"] == 1}) == sorted(grid[0]["variants"]) and len(rows) == 2 * 4 + 1
     assert set(json.loads((tmp_path / "speed_traces.json").read_text())) == {f"toy|10|1|{v}" for v in grid[0]["variants"]} | {"toy|10|2|default"}
@@ -122,19 +156,46 @@ def test_benchmark_script_runs_on_a_tiny_grid(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "benchmark.py"), "--quick", "--out", str(tmp_path), "--no-progress"],
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    for f in ("speed.csv", "speed.md", "speed_traces.json", "speed_rounds.png", "speed_traces.png"): assert (tmp_path / f).stat().st_size > 0
-    rows = list(csv.DictReader(open(tmp_path / "speed.csv")))
-    assert rows and all(r["converged"] == "True" for r in rows if r["variant"] in ("default", "picard", "window"))
-    assert all(float(r["final_err"]) < 1e-2 for r in rows if r["converged"] == "True")
-    assert "| toy | 10 | 1 | anderson-authors |" in (tmp_path / "speed.md").read_text() and "| model | T |" in r.stdout
-    assert bm.bench_main(["--quick", "--out", str(tmp_path), "--report-only"]) == 0
-    assert bm.bench_main(["--quick", "--out", str(tmp_path), "--T", "999", "--no-progress"]) == 2
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in bm.bench_files(tmp_path, efficiency=False))
+    rows = bm.read_bench(tmp_path)
+    assert rows and all(r["converged"] for r in rows if r["variant"] in ("default", "picard", "window"))
+    assert all(r["final_err"] < 1e-2 for r in rows if r["converged"])
+    # the tiny grid: picard evaluates all T states in every round
+    assert all(r["nfe"] == r["rounds"] * r["T"] for r in rows if r["variant"] == "picard")
+    assert bm.markdown_table(bm.summarize(rows)) == (tmp_path / "speed.md").read_text() and "| model | T |" in r.stdout
 
 
-def test_old_imports_from_parallel_still_work():
-    from deq_ddim_nb import parallel
-    assert parallel.run_bench is bm.run_bench and parallel.add_bench_args is bm.add_bench_args
-    with pytest.raises(AttributeError): parallel.no_such_name
+def test_report_is_rebuilt_from_the_saved_files(tmp_path):
+    bm.run_benchmark(bm.default_grid("tiny"), tmp_path, efficiency=False, progress=False)
+    md = (tmp_path / "speed.md").read_text()
+    with pytest.raises(FileExistsError): bm.write_report(tmp_path)
+    for f in ("speed.md", "speed_rounds.png", "speed_traces.png"): (tmp_path / f).unlink()
+    paths = bm.write_report(tmp_path)
+    assert (tmp_path / "speed.md").read_text() == md and [p.name for p in paths] == ["speed.md", "speed_rounds.png", "speed_traces.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths[1:])
+
+
+def test_reading_a_fifo_or_a_missing_table_is_an_error_not_a_hang(tmp_path):
+    with pytest.raises(FileNotFoundError, match="speed table"): bm.read_bench(tmp_path)
+    os.mkfifo(tmp_path / "speed.csv")
+    with pytest.raises(ValueError, match="a FIFO, not a regular file"): bm.read_bench(tmp_path)
+    (tmp_path / "speed.csv").unlink(); (tmp_path / "speed.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="lacks model"): bm.read_bench(tmp_path)
+
+
+def test_select_grid_names_what_emptied_it():
+    assert [c["T"] for c in bm.select_grid("quick", T=[100], models=["toy"])] == [100, 100]
+    with pytest.raises(ValueError, match="^T: "): bm.select_grid("tiny", T=[999])
+    with pytest.raises(ValueError, match="^models: "): bm.select_grid("tiny", models=["digits"])
+    with pytest.raises(ValueError, match="^variants: "): bm.select_grid("tiny", variants=["broyden"])
+    with pytest.raises(ValueError, match="^seeds must be"): bm.select_grid("tiny", seeds=0)
+    assert all(c["seeds"] == 4 for c in bm.select_grid("tiny", seeds=4))
+
+
+def test_the_peers_include_torchdeq_per_state_and_per_image():
+    assert {"torchdeq-anderson", "torchdeq-broyden", "torchdeq-anderson-per-image", "torchdeq-broyden-per-image"} <= set(bm.PEERS)
+    assert bm.VARIANTS["torchdeq-anderson-per-image"][1]["solver"].__name__ == "torchdeq_anderson_per_image"
+    assert bm.VARIANTS["torchdeq-anderson"][1]["solver"].__name__ == "torchdeq_anderson_per_state"
 
 
 def test_a_variant_that_blows_up_is_recorded_not_fatal(digits_model):

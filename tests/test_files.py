@@ -1,11 +1,12 @@
 "deq_ddim_nb.files: reading inversion targets (every bad input is a clear error) and publishing files without clobbering."
-import os, stat, struct, zlib
+import os, signal, stat, struct, subprocess, sys, zlib
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
 from types import SimpleNamespace
-from deq_ddim_nb import files as dio
-from deq_ddim_nb.files import atomic_write_bytes, load_target, publish_file, save_inversion, temp_path_for, to_png
+from deq_ddim_nb import files
+from deq_ddim_nb.files import atomic_write_bytes, check_targets, load_target, publish, publish_file, save_inversion, to_png
 
 ACCEPTED = r"16x16 grayscale image .*\.npy/\.pt tensor of shape \(1,16,16\)"
 
@@ -159,14 +160,18 @@ def test_bad_max_pixels(tmp_path, mp):
         load_target(_png(tmp_path / "a.png"), max_pixels=mp)
 
 
-# --- publish_file / atomic_write_bytes -------------------------------------------------------------------------------
-def test_atomic_write_refuses_then_overwrites(tmp_path):
-    p = atomic_write_bytes(tmp_path / "a.bin", b"one")
-    with pytest.raises(FileExistsError, match="overwrite=True"):
-        atomic_write_bytes(p, b"two")
-    assert p.read_bytes() == b"one"
-    atomic_write_bytes(p, b"two", overwrite=True)
-    assert p.read_bytes() == b"two" and os.listdir(tmp_path) == ["a.bin"]
+# --- publish: the one way to write -------------------------------------------------------------------------------------
+def _listing(d):
+    return sorted(os.listdir(d))
+
+
+def test_publish_writes_every_file_with_its_content_and_the_usual_mode(tmp_path):
+    paths = publish({tmp_path / "a.csv": "x,y\n", tmp_path / "b.bin": b"\x00\x01", tmp_path / "c.txt": lambda fh: fh.write(b"cb")})
+    assert paths == [tmp_path / "a.csv", tmp_path / "b.bin", tmp_path / "c.txt"]
+    assert [p.read_bytes() for p in paths] == [b"x,y\n", b"\x00\x01", b"cb"]
+    mask = os.umask(0); os.umask(mask)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask for p in paths)
+    assert _listing(tmp_path) == ["a.csv", "b.bin", "c.txt"]                        # no temporaries
 
 
 def test_files_follow_the_umask(tmp_path):
@@ -176,8 +181,15 @@ def test_files_follow_the_umask(tmp_path):
         assert stat.S_IMODE(os.stat(p).st_mode) == 0o640                           # not mkstemp's 0o600
     finally:
         os.umask(old)
-    p = atomic_write_bytes(tmp_path / "v.bin", b"x")
-    assert stat.S_IMODE(os.stat(p).st_mode) == 0o666 & ~old
+
+
+def test_existing_file_is_replaced_only_with_overwrite(tmp_path):
+    p = atomic_write_bytes(tmp_path / "a.bin", b"one")
+    with pytest.raises(FileExistsError, match="replaced only with overwrite"):
+        atomic_write_bytes(p, b"two")
+    assert p.read_bytes() == b"one"
+    atomic_write_bytes(p, b"two", overwrite=True)
+    assert p.read_bytes() == b"two" and _listing(tmp_path) == ["a.bin"]
 
 
 @pytest.mark.parametrize("kind", ["dir", "fifo"])
@@ -186,67 +198,195 @@ def test_never_replaces_a_non_regular_file(tmp_path, kind):
     t.mkdir() if kind == "dir" else os.mkfifo(t)
     for overwrite in (False, True):
         with pytest.raises(ValueError, match=r"thing'? is a (directory|FIFO), not a regular file"):
-            atomic_write_bytes(t, b"x", overwrite=overwrite)
+            publish({t: b"x"}, overwrite=overwrite)
     assert (t.is_dir() if kind == "dir" else stat.S_ISFIFO(os.lstat(t).st_mode))
-    assert sorted(os.listdir(tmp_path)) == ["thing"]                                # no temporaries left
+    assert _listing(tmp_path) == ["thing"]                                          # no temporaries left
 
 
-def test_device_is_never_replaced(tmp_path):
-    tmp = temp_path_for(tmp_path / "x")
+def test_device_is_never_replaced():
     with pytest.raises(ValueError, match="a device, not a regular file"):
-        publish_file(tmp, "/dev/null", overwrite=True)
-    assert not tmp.exists()
+        check_targets(["/dev/null"], overwrite=True)
 
 
 def test_symlink_rule(tmp_path):
     (tmp_path / "real").write_bytes(b"keep")
     os.symlink(tmp_path / "real", tmp_path / "link")
-    with pytest.raises(FileExistsError, match="symlink"):
-        atomic_write_bytes(tmp_path / "link", b"new")
-    atomic_write_bytes(tmp_path / "link", b"new", overwrite=True)
-    assert (tmp_path / "real").read_bytes() == b"keep"                              # never written through the link
-    assert not (tmp_path / "link").is_symlink() and (tmp_path / "link").read_bytes() == b"new"
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    for name in ("link", "dangling"):
+        with pytest.raises(FileExistsError, match="symbolic link"):
+            publish({tmp_path / name: b"new"})
+        publish({tmp_path / name: b"new"}, overwrite=True)
+        assert not (tmp_path / name).is_symlink() and (tmp_path / name).read_bytes() == b"new"
+    assert (tmp_path / "real").read_bytes() == b"keep" and not (tmp_path / "nowhere").exists()   # never written through
 
 
-def test_publish_does_not_replace_a_file_that_appeared_meanwhile(tmp_path):
-    target = tmp_path / "race.png"
-    tmp = temp_path_for(target); tmp.write_bytes(b"ours")
-    real_check = dio._check_replaceable
-    def check_then_someone_writes(t, overwrite):
-        real_check(t, overwrite)
-        t.write_bytes(b"theirs")                                                    # the race: after the check
-    dio._check_replaceable = check_then_someone_writes
-    try:
-        with pytest.raises(FileExistsError, match="appeared while it was being written"):
-            publish_file(tmp, target)
-    finally:
-        dio._check_replaceable = real_check
-    assert target.read_bytes() == b"theirs" and not tmp.exists()
+def test_a_link_planted_at_an_old_temporary_name_is_never_followed(tmp_path):
+    victim = tmp_path / "victim"; victim.write_bytes(b"keep")
+    out = tmp_path / "out"; out.mkdir()
+    for name in (".x.png.tmp", "x.png.tmp", ".x.png.tmp.0", "x.tmp"):
+        os.symlink(victim, out / name)
+    publish({out / "x.png": b"data"})
+    assert victim.read_bytes() == b"keep" and (out / "x.png").read_bytes() == b"data"
 
 
-def test_temp_names_are_short(tmp_path):
-    long = "é" * 120 + ".png"                                                       # 244 bytes: a legal name
-    p = atomic_write_bytes(tmp_path / long, b"x")
-    assert p.read_bytes() == b"x"
-    tmp = temp_path_for(tmp_path / long)
-    assert len(tmp.name.encode()) < 80
-    tmp.unlink()
+def test_checks_every_target_before_writing_any(tmp_path):
+    (tmp_path / "blocked").mkdir()
+    with pytest.raises(ValueError, match="not a regular file"):
+        publish({tmp_path / "first.csv": "1", tmp_path / "blocked": "2"}, overwrite=True)
+    assert _listing(tmp_path) == ["blocked"]
+    with pytest.raises(ValueError, match="named twice"):
+        publish({tmp_path / "a": "1", str(tmp_path / "a"): "2"})
 
 
-def test_temp_file_removed_when_writing_fails(tmp_path, monkeypatch):
-    def bad_open(*a, **k): raise OSError("disk full")
-    monkeypatch.setattr("builtins.open", bad_open)
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write_bytes(tmp_path / "f.bin", b"data")
-    monkeypatch.undo()
-    assert os.listdir(tmp_path) == []
+def test_a_failed_publish_takes_back_the_files_already_published(tmp_path):
+    def someone_else_writes(fh):
+        fh.write(b"ours"); (tmp_path / "race.csv").write_text("theirs")
+    with pytest.raises(FileExistsError, match="appeared"):
+        publish({tmp_path / "first.csv": "1", tmp_path / "race.csv": someone_else_writes})
+    assert (tmp_path / "race.csv").read_text() == "theirs" and _listing(tmp_path) == ["race.csv"]
 
 
-def test_atomic_write_bytes_bad_arguments(tmp_path):
-    with pytest.raises(TypeError, match="data must be bytes"):
-        atomic_write_bytes(tmp_path / "f", "text")
+def test_a_failed_publish_with_overwrite_puts_back_what_it_replaced(tmp_path, monkeypatch):
+    (tmp_path / "a.csv").write_text("old a"); (tmp_path / "b.csv").write_text("old b")
+    os.symlink(tmp_path / "a.csv", tmp_path / "link")
+    real = files._put
+    def fails_on_b(tmp, target, overwrite):
+        if target.name == "b.csv": raise OSError(5, "Input/output error")
+        return real(tmp, target, overwrite)
+    monkeypatch.setattr(files, "_put", fails_on_b)
+    with pytest.raises(OSError, match="Input/output"):
+        publish({tmp_path / "a.csv": "new a", tmp_path / "link": "new link", tmp_path / "b.csv": "new b"}, overwrite=True)
+    assert (tmp_path / "a.csv").read_text() == "old a" and (tmp_path / "b.csv").read_text() == "old b"
+    assert os.readlink(tmp_path / "link") == str(tmp_path / "a.csv")               # the link itself is back
+    assert _listing(tmp_path) == ["a.csv", "b.csv", "link"]                         # no temporaries, no backups
+
+
+def test_temp_file_removed_when_writing_fails(tmp_path):
+    def disk_full(fh):
+        fh.write(b"half"); raise OSError(28, "No space left on device")
+    with pytest.raises(OSError, match="No space left"):
+        publish({tmp_path / "a.bin": b"fine", tmp_path / "b.bin": disk_full})
+    assert _listing(tmp_path) == []
+
+
+def test_make_dirs_creates_folders_and_removes_them_again_on_failure(tmp_path):
+    publish({tmp_path / "x" / "y" / "f.txt": "1"}, make_dirs=True)
+    assert (tmp_path / "x" / "y" / "f.txt").read_text() == "1"
+    def boom(fh): raise OSError(28, "No space left on device")
+    with pytest.raises(OSError):
+        publish({tmp_path / "new" / "deeper" / "g.txt": boom}, make_dirs=True)
+    assert _listing(tmp_path) == ["x"]
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        atomic_write_bytes(tmp_path / "no" / "f", b"x")
+        publish({tmp_path / "absent" / "f.txt": "1"})
+
+
+def test_signal_while_writing_cleans_up_and_reaches_the_callers_handler(tmp_path):
+    seen = []
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    def killed(fh):
+        fh.write(b"half"); signal.raise_signal(signal.SIGTERM)
+    try:
+        with pytest.raises(files.Interrupted, match="SIGTERM"):
+            publish({tmp_path / "a.csv": "a", tmp_path / "b.csv": killed})
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert seen == [signal.SIGTERM] and _listing(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) is old                                   # handlers restored
+
+
+def test_sigint_becomes_keyboard_interrupt_after_cleanup(tmp_path):
+    def ctrl_c(fh):
+        fh.write(b"half"); signal.raise_signal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        publish({tmp_path / "a.csv": ctrl_c})
+    assert _listing(tmp_path) == []
+
+
+def test_sigterm_with_the_default_handler_still_ends_the_process_and_leaves_nothing(tmp_path):
+    code = ("import os, signal, sys; from deq_ddim_nb.files import publish\n"
+            "def killed(fh): fh.write(b'half'); os.kill(os.getpid(), signal.SIGTERM)\n"
+            f"publish({{{str(tmp_path / 'a.csv')!r}: 'a', {str(tmp_path / 'b.csv')!r}: killed}})\n"
+            "print('survived')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGTERM and "survived" not in r.stdout, r.stderr
+    assert _listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("name,err,match", [
+    ("o.png/", ValueError, "names a directory"), ("n" * 300, ValueError, "too long"),
+    ("\ud800.png", ValueError, "cannot be encoded"), ("a\0b", ValueError, "NUL"),
+    ("missing/x.png", FileNotFoundError, "does not exist"), ("file/x.png", NotADirectoryError, "not a directory")])
+def test_bad_names_are_refused_before_any_work(tmp_path, name, err, match):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(err, match=match):
+        check_targets([f"{tmp_path}/{name}"])
+    assert _listing(tmp_path) == ["file"]
+
+
+def test_a_dangling_link_as_the_directory_is_refused(tmp_path):
+    os.symlink(tmp_path / "nowhere", tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="dangling symbolic link"):
+        check_targets([tmp_path / "out" / "x.png"], make_dirs=True)
+
+
+def test_an_undecodable_name_is_written_as_given(tmp_path):
+    name = os.fsdecode(b"\xff\xfe.png")                                             # bytes that are not UTF-8
+    publish({tmp_path / name: b"x"})
+    assert os.listdir(os.fsencode(tmp_path)) == [b"\xff\xfe.png"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to a read-only directory")
+def test_a_read_only_directory_is_refused(tmp_path):
+    d = tmp_path / "ro"; d.mkdir(); d.chmod(0o555)
+    try:
+        with pytest.raises(PermissionError, match="not writable"): check_targets([d / "x"])
+    finally: d.chmod(0o755)
+
+
+def test_publish_file_onto_itself_keeps_the_file(tmp_path):
+    a = tmp_path / "a"; a.write_bytes(b"precious")
+    with pytest.raises(ValueError, match="same file"):
+        publish_file(a, a, overwrite=True)
+    assert a.read_bytes() == b"precious"
+
+
+def test_publish_file_moves_a_finished_file(tmp_path):
+    src = tmp_path / "src"; src.write_bytes(b"done")
+    assert publish_file(src, tmp_path / "dst").read_bytes() == b"done" and not src.exists()
+
+
+def test_publish_bad_arguments(tmp_path):
+    with pytest.raises(TypeError, match="data must be bytes"): atomic_write_bytes(tmp_path / "f", "text")
+    with pytest.raises(TypeError, match="must be bytes, str or a callable"): publish({tmp_path / "f": 3})
+    with pytest.raises(TypeError, match="non-empty dict"): publish({})
+    with pytest.raises(TypeError, match="overwrite must be True or False"): publish({tmp_path / "f": b""}, overwrite=1)
+
+
+# --- recorded results and result folders -------------------------------------------------------------------------------
+def test_read_text_refuses_a_fifo_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "speed.csv")
+    with pytest.raises(ValueError, match="a FIFO, not a regular file"):
+        files.read_text(tmp_path / "speed.csv", "speed table")
+    with pytest.raises(FileNotFoundError, match="speed table .* does not exist"):
+        files.read_text(tmp_path / "none.csv", "speed table")
+
+
+def test_results_dir_never_writes_into_the_package_unless_recording(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert files.default_results_dir() == tmp_path / "cache" / "deq-ddim-nb" / "bench"
+    assert files.results_dir() == files.default_results_dir() and files.results_dir(tmp_path) == tmp_path
+    assert files.results_dir(record=True) == files.recorded()
+    for inside in (files.recorded(), files.assets_dir(), files.assets_dir().parent):
+        with pytest.raises(ValueError, match="record=True|inside the installed package"):
+            files.results_dir(inside)
+    root = Path(files.__file__).resolve().parents[1]
+    assert not files._inside(files.default_results_dir(), root / "deq_ddim_nb")
+
+
+def test_csv_text_round_trips():
+    import csv, io
+    rows = [dict(a="1", b="x,y"), dict(a="2", b='"q"')]
+    assert list(csv.DictReader(io.StringIO(files.csv_text(rows)))) == rows
 
 
 # --- to_png / save_inversion -----------------------------------------------------------------------------------------
@@ -272,8 +412,11 @@ def test_save_inversion_writes_and_refuses_overwrite(tmp_path):
     r = _result()
     paths = save_inversion(tmp_path / "out", r)
     torch.testing.assert_close(torch.load(paths["x_T"], weights_only=True), r.x_T)
-    with Image.open(paths["regenerated"]) as im: assert im.mode == "L" and im.size == (32, 16)
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with Image.open(paths["regenerated"]) as im:
+        assert im.mode == "L" and im.size == (32, 16)
+        expect = ((r.x_0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0]   # the images side by side
+        np.testing.assert_array_equal(np.asarray(im), torch.cat(list(expect), dim=1).numpy())
+    with pytest.raises(FileExistsError, match="overwrite"):
         save_inversion(tmp_path / "out", _result())
     torch.testing.assert_close(torch.load(paths["x_T"], weights_only=True), r.x_T)    # untouched
     r2 = _result()
@@ -281,32 +424,20 @@ def test_save_inversion_writes_and_refuses_overwrite(tmp_path):
     torch.testing.assert_close(torch.load(paths["x_T"], weights_only=True), r2.x_T)
 
 
-def test_save_inversion_is_atomic(tmp_path, monkeypatch):
-    r = _result()
-    def boom(x): raise OSError("disk full")
-    monkeypatch.setattr(dio, "png_bytes", boom)
-    with pytest.raises(OSError, match="disk full"):
-        save_inversion(tmp_path, r)
-    assert sorted(os.listdir(tmp_path)) == []                                        # nothing half-written, no temporaries
-    monkeypatch.undo()
-    save_inversion(tmp_path, r)
-    old = torch.load(tmp_path / "x_T.pt", weights_only=True)
-    monkeypatch.setattr(dio, "png_bytes", boom)
+def test_save_inversion_is_all_or_nothing(tmp_path, monkeypatch):
+    save_inversion(tmp_path, _result())
+    old = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    real = files._put
+    def second_fails(tmp, target, overwrite):
+        if target.suffix == ".png": raise OSError(28, "No space left on device")
+        return real(tmp, target, overwrite)
+    monkeypatch.setattr(files, "_put", second_fails)
     with pytest.raises(OSError):
         save_inversion(tmp_path, _result(), overwrite=True)
-    torch.testing.assert_close(torch.load(tmp_path / "x_T.pt", weights_only=True), old)   # old files intact
-    assert sorted(os.listdir(tmp_path)) == ["regenerated.png", "x_T.pt"]
-
-
-def test_save_inversion_takes_back_a_half_published_pair(tmp_path, monkeypatch):
-    real = dio.publish_file
-    def second_fails(tmp, target, overwrite=False):
-        if str(target).endswith(".png"): raise FileExistsError("appeared meanwhile")
-        return real(tmp, target, overwrite)
-    monkeypatch.setattr(dio, "publish_file", second_fails)
-    with pytest.raises(FileExistsError):
-        save_inversion(tmp_path, _result())
-    assert os.listdir(tmp_path) == []
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == old                    # old pair intact, nothing else
+    with pytest.raises(OSError):
+        save_inversion(tmp_path / "new", _result())
+    assert not (tmp_path / "new").exists()                                           # the folder it made is gone again
 
 
 def test_save_inversion_refuses_non_regular_files(tmp_path):
@@ -314,10 +445,32 @@ def test_save_inversion_refuses_non_regular_files(tmp_path):
     with pytest.raises(ValueError, match="x_T.pt'? is a directory, not a regular file"):
         save_inversion(tmp_path, _result(), overwrite=True)
     f = tmp_path / "file"; f.write_text("x")
-    with pytest.raises(NotADirectoryError, match="out_dir"):
+    with pytest.raises(NotADirectoryError):
         save_inversion(f, _result())
 
 
 def test_inversion_module_re_exports_io():
     from deq_ddim_nb import inversion
     assert inversion.load_target is load_target and inversion.save_inversion is save_inversion and inversion.to_png is to_png
+
+
+def test_sigterm_at_any_moment_leaves_the_old_set_or_the_new_one_and_no_temporaries(tmp_path):
+    "A child publishes twenty files again and again (with overwrite); SIGTERM at random moments; the set is always whole."
+    import random, time
+    code = ("import sys; from pathlib import Path; from deq_ddim_nb.files import publish\n"
+            "d, i = Path(sys.argv[1]), 0\n"
+            "print('ready', flush=True)\n"
+            "while True:\n"
+            "    i += 1; publish({d / f'f{k:02d}.txt': f'{i}\\n' * 2000 for k in range(20)}, overwrite=True)\n")
+    publish({tmp_path / f"f{k:02d}.txt": "0\n" * 2000 for k in range(20)})
+    rng = random.Random(0)
+    for trial in range(8):
+        p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.0, 0.4))
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=120) == -signal.SIGTERM
+        names = _listing(tmp_path)
+        assert names == [f"f{k:02d}.txt" for k in range(20)], names                  # no temporaries, no backups
+        contents = {(tmp_path / n).read_text() for n in names}
+        assert len(contents) == 1, f"trial {trial}: a mixed set of {len(contents)} versions"
