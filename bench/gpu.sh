@@ -3,7 +3,7 @@
 # sequential DDIM vs DEQ at T = 100 and 1000, batches of 1 and 16 images, on one GPU and on all visible GPUs, with the
 # digits UNet and a random 32x32 diffusers UNet2DModel,
 # and the torch.distributed check on the visible GPUs (NCCL) when there are two or more. The table is printed last and
-# written to bench/results/gpu_speed.txt.
+# written to $OUT/gpu_speed.txt (OUT defaults to ~/.cache/deq-ddim-nb/bench; the file there is replaced).
 #   bash bench/gpu.sh            (from the repository root; PYTHON=... to choose the interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +16,6 @@ NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
 if [ "$NGPU" -ge 2 ]; then
   timeout 120 "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 bench/torchrun_check.py --device cuda
 fi
-timeout 900 "$PY" bench/gpu_bench.py --device cuda "$@" | tee bench/results/gpu_speed.txt
+OUT="${OUT:-${XDG_CACHE_HOME:-$HOME/.cache}/deq-ddim-nb/bench}"
+mkdir -p "$OUT"
+timeout 900 "$PY" bench/gpu_bench.py --device cuda "$@" | tee "$OUT/gpu_speed.txt"

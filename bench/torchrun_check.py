@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python -m torch.distributed.run --nproc_per_node=2 bench/torchrun_check.py [--model digits|toy] [--T 20]
 
 gloo on CPU, NCCL with --device cuda (one GPU per rank). Every rank runs the identical solver loop; each evaluates a
-contiguous slice of the T·B states of a round and the ε's are all-gathered (deq_ddim_nb.parallel.DistributedEps).
+contiguous slice of the T·B states of a round and the ε's are all-gathered (deq_ddim_nb.distributed.DistributedEps).
 Also checks sample_images: images split across ranks (gathered, and written per rank) equal the single-process ones.
 Prints a table on rank 0; exit status 0 when every relative difference is <= --tol (1e-6), else 1.
 A single round agrees to float32 rounding (~1e-7) for any split. Over a whole float32 solve that rounding can grow
@@ -39,7 +39,8 @@ def main(argv=None):
     from deq_ddim_nb.schedules import DDIMSchedule
     from deq_ddim_nb.ddim import ddim_sample
     from deq_ddim_nb.deq import deq_map, deq_sample
-    from deq_ddim_nb.parallel import DistributedEps, dist_info, image_inputs, load_image_shards, sample_images, window_sample
+    from deq_ddim_nb.distributed import DistributedEps, dist_info, image_inputs, load_image_shards, sample_images
+    from deq_ddim_nb.parallel import window_sample
 
     cuda = args.device.startswith("cuda")
     dist.init_process_group("nccl" if cuda else "gloo")

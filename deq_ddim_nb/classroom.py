@@ -22,7 +22,7 @@ from .files import publish
 
 # %% auto #0
 __all__ = ['SOLUTION', 'CHECK', 'BLANK', 'README', 'cell_role', 'Exercise', 'exercises', 'NotAnswered', 'require_answers',
-           'student_copy', 'lesson_notebooks', 'handout_readme', 'make_handout', 'handout_main']
+           'student_copy', 'lesson_notebooks', 'handout_readme', 'make_handout']
 
 # %% ../nbs/93_classroom.ipynb #f9ac15d7
 SOLUTION, CHECK, BLANK = "# Solution", "# Check", "# your answer here"
@@ -287,26 +287,3 @@ def make_handout(out_dir, nbs_dir=None, notebooks=None, overwrite=False) -> list
                for n, nb in lessons.items()}
     outputs[out_dir / "README.md"] = handout_readme({n: exercises(nb, n) for n, nb in lessons.items()}).encode()
     return publish(outputs, overwrite=overwrite, make_dirs=True)
-
-# %% ../nbs/93_classroom.ipynb #b2033609
-def handout_main(argv=None) -> int:
-    "Command line: write student copies of the lessons into OUT_DIR (see `make_handout`)."
-    ap = argparse.ArgumentParser(prog="python -m deq_ddim_nb.classroom",
-                                 description="Write student copies of the lesson notebooks: answers blanked, checks kept.")
-    ap.add_argument("out_dir", help="folder for the student notebooks and their README.md")
-    ap.add_argument("--nbs", default=None, help="folder of the solution notebooks (default: nbs/ of this checkout)")
-    ap.add_argument("--notebooks", nargs="+", default=None, metavar="NAME",
-                    help="lessons to hand out, e.g. 00_schedules or 00 (default: every lesson)")
-    ap.add_argument("--force", "--overwrite", dest="overwrite", action="store_true",
-                    help="replace student copies that exist")
-    a = ap.parse_args(argv)
-    try:
-        written = make_handout(a.out_dir, nbs_dir=a.nbs, notebooks=a.notebooks, overwrite=a.overwrite)
-    except (ValueError, TypeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    for p in written: print(p)
-    return 0
-
-if __name__ == "__main__" and "IPython" not in sys.modules:   # `python -m deq_ddim_nb.classroom`, not this notebook
-    sys.exit(handout_main())

@@ -465,7 +465,7 @@ def run_handout(args) -> int:
         raise _file_error(e, opt) from None
     files = list(written) if isinstance(written, (list, tuple, dict)) else []
     for f in files: print(f"wrote {f}")
-    print(f"{len(files)} notebooks in {out}")
+    print(f"{len(files)} files in {out}")
     return 0
 
 # %% ../nbs/11_cli.ipynb #6bab48ac
