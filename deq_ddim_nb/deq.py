@@ -1,4 +1,4 @@
-"""Why one shared state is not enough (§3), the map h̃ of Eq. (11) over all T states in one batched model call, Eqs. (12), (13) and (17) as root-finding problems, and `deq_sample`: DEQ-DDIM and DEQ-sDDIM with a round budget that never hands back an unconverged sample without a warning.
+"""Why one shared state is not enough (§3), the map h̃ of Eq. (11) over all T states in one batched model call, Eqs. (12), (13) and (17) as root-finding problems, solved with the paper's Anderson acceleration and then with this package's tuned Anderson and quasi-Newton, and `deq_sample`: DEQ-DDIM and DEQ-sDDIM with a round budget that never hands back an unconverged sample without a warning.
 
 Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/fixed_point.html.md"""
 
@@ -6,47 +6,54 @@ Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/fixed_point.html.md"""
 
 # %% ../nbs/04_fixed_point.ipynb #b849147a
 from __future__ import annotations
-import copy
 import math
 import time
 import warnings
 from dataclasses import dataclass
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 from .schedules import DDIMSchedule
-from .checks import call_eps, check_noise, check_sample_shape, check_schedule, check_state
+from .checks import call_eps, check_bool, check_choice, check_int, check_noise, check_number
+from .checks import check_sample_shape, check_schedule, check_state
 from .ddim import ddim_coeffs, draw_noise
-from .solvers import SolverStats, chain_slopes, get_solver
+from .solvers import SOLVERS, SolverStats, chain_slopes, get_solver
+from .wrappers import ChunkedEps, ShardedEps, wrap_model
 
 # %% auto #0
-__all__ = ['INITS', 'DEQ_ANDERSON', 'AUTO_BUDGET', 'deq_update', 'deq_eps', 'deq_map', 'DEQInfo', 'round_budget',
-           'init_trajectory', 'ShardedEps', 'ChunkedEps', 'deq_sample']
+__all__ = ['DEQ_ANDERSON', 'INITS', 'AUTO_BUDGET', 'HISTORY_SOLVERS', 'deq_update', 'deq_eps', 'deq_map', 'DEQInfo',
+           'init_trajectory', 'round_budget', 'solver_options', 'deq_sample']
 
 # %% ../nbs/04_fixed_point.ipynb #989f9418
-def deq_update(eps:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, noise:torch.Tensor|None=None) -> torch.Tensor:
-    "The linear part of h̃ (Eq. 10 / 23): new x_0 … x_{T-1} from ε at x_1 … x_T (eps: (T, B, *dims))."
+def deq_update(eps:torch.Tensor,                 # (T, B, *dims): entry j-1 is ε at x_j
+               x_T:torch.Tensor,                 # (B, *dims) the noise, float32 or float64
+               sched:DDIMSchedule,               # the T-step schedule
+               noise:torch.Tensor|None=None      # (T, B, *dims): ε_1 … ε_T injected when η > 0
+              ) -> torch.Tensor:                 # (T, B, *dims): the new x_0 … x_{T-1}
+    "The linear part of h̃, Eq. (10) / (23), as one reverse cumulative sum."
     s = sched.to(x_T.device, x_T.dtype)
-    _, c1 = ddim_coeffs(s)
     view = (-1,) + (1,) * x_T.ndim                                       # broadcast (T,) over (T, B, *dims)
-    d = c1.view(view) * eps                                              # Eq. (22): c_1^{(j)} ε^{(j)}
+    d = ddim_coeffs(s)[1].view(view) * eps                               # Eq. (22): c_1^{(j)} ε^{(j)}
     if noise is not None: d = d + s.sigma.view(view) * noise             # Eq. (23): + σ_j ε_j
-    a = s.chain_abar.view(view)                                         # a_k: ᾱ of x_k along the chain (= abar_prev[k])
-    w = d / a.sqrt()                                                     # d_j / sqrt(a_{j-1})
-    tail = w.flip(0).cumsum(0).flip(0)                                   # tail[k] = Σ_{j=k+1}^{T} d_j / sqrt(a_{j-1})
-    # Eq. (10): x_k = sqrt(a_k) (x_T / sqrt(a_T) + tail[k])
-    return a.sqrt() * (x_T / s.abar[-1].sqrt() + tail)
+    a = s.chain_abar.view(view)                                          # a_k: ᾱ of x_k along the chain
+    tail = (d / a.sqrt()).flip(0).cumsum(0).flip(0)                      # tail[k] = Σ_{j>k} d_j / sqrt(a_{j-1})
+    return a.sqrt() * (x_T / s.abar[-1].sqrt() + tail)                   # Eq. (10): sqrt(a_k) (x_T / sqrt(a_T) + tail[k])
 
-def deq_eps(eps_model, xs:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, check:bool=True) -> torch.Tensor:
-    "ε at x_1 … x_T in one batched call of T·B images: returns (T, B, *dims); entry i-1 is ε at x_i."
+# %% ../nbs/04_fixed_point.ipynb #5e0c1a01
+def deq_eps(eps_model,                           # callable eps_model(x, t) -> eps
+            xs:torch.Tensor,                     # (T, B, *dims): the current x_0 … x_{T-1}
+            x_T:torch.Tensor,                    # (B, *dims) the noise
+            sched:DDIMSchedule,                  # the T-step schedule
+            check:bool=True                      # check ε (shape, finite); False skips
+           ) -> torch.Tensor:                    # (T, B, *dims): entry i-1 is ε at x_i
+    "ε at x_1 … x_T in one batched call of T·B states (the model's output turned into ε by the schedule)."
     T, B = len(sched), len(x_T)
     inp = torch.cat([xs[1:], x_T[None]], 0)                               # x_1 … x_T: (T, B, *dims)
     t = sched.t.to(x_T.device).repeat_interleave(B)                      # (T·B,) state-major, like inp
     return call_eps(eps_model, inp.reshape(T * B, *x_T.shape[1:]), t, check, sched).reshape(inp.shape)
 
-def deq_map(eps_model, xs:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, noise:torch.Tensor|None=None,
-            *, check:bool=True) -> torch.Tensor:
-    "h̃ of Eq. (11) (η = 0) or Eq. (24) (with `noise`): xs = x_0 … x_{T-1} (T, B, *dims) -> updated x_0 … x_{T-1}."
+# %% ../nbs/04_fixed_point.ipynb #5e0c1a02
+def _check_map_args(xs, x_T, sched, noise):
+    "deq_map's inputs, checked; returns the noise on x_T's device and dtype (None for η = 0)."
     check_schedule(sched); check_state("x_T", x_T)
     T = len(sched)
     if not torch.is_tensor(xs) or tuple(xs.shape) != (T, *x_T.shape):
@@ -55,25 +62,36 @@ def deq_map(eps_model, xs:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, no
     noise = check_noise(noise, T, x_T)
     if noise is None and bool((sched.sigma != 0).any()):
         raise ValueError("sched has eta > 0: deq_map needs the injected `noise` (T, B, *dims), see draw_noise")
+    return noise
+
+# %% ../nbs/04_fixed_point.ipynb #5e0c1a03
+def deq_map(eps_model,                           # callable eps_model(x, t) -> eps
+            xs:torch.Tensor,                     # (T, B, *dims): x_0 … x_{T-1}, in x_T's dtype
+            x_T:torch.Tensor,                    # (B, *dims) the noise: the input injection
+            sched:DDIMSchedule,                  # the T-step schedule
+            noise:torch.Tensor|None=None,        # (T, B, *dims) ε_1 … ε_T: the second injection, needed when η > 0
+            *, check:bool=True                   # check ε (shape, finite); False skips
+           ) -> torch.Tensor:                    # (T, B, *dims): h̃(xs), the updated x_0 … x_{T-1}
+    "h̃ of Eq. (11) (η = 0) or Eq. (24) (with `noise`): one batched model call, then Eq. (10) / (23)."
+    noise = _check_map_args(xs, x_T, sched, noise)
     return deq_update(deq_eps(eps_model, xs, x_T, sched, check), x_T, sched, noise)
 
 # %% ../nbs/04_fixed_point.ipynb #b5951705
-INITS = ("x_T", "zeros")
-# Anderson's settings for the DDIM map (solver="anderson"); selected on validation seeds by bench/anderson_sweep.py
+# solver="anderson": coefficients per state and image, triangular, restart armed from round 3, relative λ, mixing β = 0.9
 DEQ_ANDERSON = dict(group_dims=(0, 1), triangular=True, restart=1.0, restart_after=3, lam=1e-6, mixing=0.9)
-# the automatic round budget (max_iter=None): base + per_eta·η + per_doubling·log2(B) rounds, at most T + 1 for the
-# default solver; chosen on validation seeds 100-102 of the shipped digits UNet and checked on seeds 0-7 by bench/default_budget.py
-AUTO_BUDGET = dict(base=25, per_eta=20, per_doubling=5)
+
+# %% ../nbs/04_fixed_point.ipynb #c0de0001
+INITS = ("x_T", "zeros")
 
 @dataclass
 class DEQInfo:
-    "What `deq_sample` did. `xs`: final x_0 … x_{T-1} (T, B, *dims); one residual per round."
+    "What `deq_sample` did. `xs`: the final x_0 … x_{T-1} (T, B, *dims) in x_T's dtype; one residual per round."
     xs: torch.Tensor
-    residuals: list
-    rounds: int
-    nfe: int
-    converged: bool
-    diverged: bool
+    residuals: list               # the worst state's residual (of stop_mode) after every round
+    rounds: int                   # batched model calls
+    nfe: int                      # model evaluations per image: rounds × T
+    converged: bool               # every state of every image below tol
+    diverged: bool                # a non-finite residual, or ended above the residual it started from
     seconds: float
     stats: SolverStats
     solver: str = "chain_newton"  # the solver that ran ("auto" resolved)
@@ -82,103 +100,103 @@ class DEQInfo:
         return (f"DEQInfo(solver={self.solver}, rounds={self.rounds}/{self.max_iter}, nfe={self.nfe}, converged={self.converged}, "
                 f"diverged={self.diverged}, final residual={self.residuals[-1]:.2e}, seconds={self.seconds:.3f})")
 
-def round_budget(T:int, batch:int=1, eta:float=0.0, solver="auto") -> tuple:
-    """(solver, max_iter) that `deq_sample` uses when `max_iter=None`: n = ⌈25 + 20 η + 5 log2(batch)⌉ rounds (the
-    worst state of the worst image decides, so more images need more rounds). `"auto"` is `chain_newton` with
-    min(n, T + 1) rounds: like Picard it is exact after T rounds from any start (state x_{T-k} is exact after round k,
-    because the linearised chain is solved from x_T down), and round T + 1 confirms it. Picard gets T + 1 rounds."""
-    n = math.ceil(AUTO_BUDGET["base"] + AUTO_BUDGET["per_eta"] * eta + AUTO_BUDGET["per_doubling"] * math.log2(max(batch, 1)))
-    if solver == "picard": return "picard", T + 1
-    if solver in ("auto", "chain_newton"): return "chain_newton", min(n, T + 1)
-    return solver, n
-
-def init_trajectory(x_T:torch.Tensor, T:int, init="x_T") -> torch.Tensor:
-    "Initial x_0 … x_{T-1}: all x_T (the paper), all zeros, or a given tensor (T, *x_T.shape)."
+def init_trajectory(x_T:torch.Tensor,            # (B, *dims) the noise
+                    T:int,                       # chain length
+                    init="x_T"                   # "x_T" (the paper), "zeros", or a (T, B, *dims) tensor
+                   ) -> torch.Tensor:            # (T, B, *dims) in x_T's dtype and device: the starting x_0 … x_{T-1}
+    "The solver's starting trajectory."
     if torch.is_tensor(init):
         if tuple(init.shape) != (T, *x_T.shape):
             raise ValueError(f"init tensor must have shape (T, *x_T.shape) = {(T, *x_T.shape)}, got {tuple(init.shape)}")
         return init.to(device=x_T.device, dtype=x_T.dtype).clone()
-    if isinstance(init, str) and init == "x_T": return x_T.expand(T, *x_T.shape).clone()
-    if isinstance(init, str) and init == "zeros": return torch.zeros((T, *x_T.shape), dtype=x_T.dtype, device=x_T.device)
-    raise ValueError(f"init must be one of {INITS} or a tensor of shape (T, *x_T.shape), got {init!r}")
+    if not isinstance(init, str): raise TypeError(f"init must be one of {INITS} or a tensor of shape (T, *x_T.shape), got {type(init).__name__}")
+    check_choice("init", init, INITS)
+    if init == "x_T": return x_T.expand(T, *x_T.shape).clone()
+    return torch.zeros((T, *x_T.shape), dtype=x_T.dtype, device=x_T.device)
 
-class ShardedEps:
-    "Split each batched model call across `devices` (one replica of an nn.Module per device), gather on the input's device."
-    def __init__(self, eps_model, devices):
-        if isinstance(devices, (str, torch.device)) or not isinstance(devices, (list, tuple)):
-            raise TypeError(f"devices must be a list of devices such as ['cuda:0', 'cuda:1'], got {type(devices).__name__} {devices!r}")
-        devices = [torch.device(d) for d in devices]
-        if not devices: raise ValueError("devices must be a non-empty list of devices")
-        self.devices = devices
-        if isinstance(eps_model, torch.nn.Module):
-            self.replicas = [copy.deepcopy(eps_model).to(d) for d in devices]
-        else:
-            self.replicas = [eps_model] * len(devices)
-        if hasattr(eps_model, "config"): self.config = eps_model.config
-    def __call__(self, x, t):
-        xc, tc = x.tensor_split(len(self.devices)), t.tensor_split(len(self.devices))
-        outs = [m(xi.to(d), ti.to(d)) for m, d, xi, ti in zip(self.replicas, self.devices, xc, tc) if len(xi)]
-        return torch.cat([o.to(x.device) for o in outs])
+# %% ../nbs/04_fixed_point.ipynb #c0de0002
+AUTO_BUDGET = dict(base=25, per_eta=20, per_doubling=5)    # n = ⌈base + per_eta·η + per_doubling·log2 B⌉ rounds
 
-class ChunkedEps:
-    "Evaluate `eps_model` on at most `max_batch` states per call, chunk after chunk: the same ε, with peak memory set by `max_batch`, not T·B."
-    def __init__(self, eps_model, max_batch:int):
-        if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
-            raise (ValueError if isinstance(max_batch, (int, np.integer)) and not isinstance(max_batch, bool) else TypeError)(
-                f"max_batch must be an int >= 1 or None, got {max_batch!r}")
-        self.eps_model, self.max_batch = eps_model, int(max_batch)
-        if hasattr(eps_model, "config"): self.config = eps_model.config
-    def __call__(self, x, t):
-        if len(x) <= self.max_batch: return self.eps_model(x, t)
-        return torch.cat([self.eps_model(xi, ti) for xi, ti in zip(x.split(self.max_batch), t.split(self.max_batch))])
+def round_budget(T:int,                          # chain length
+                 batch:int=1,                    # images solved together (B): the worst one decides when to stop
+                 eta:float=0.0,                  # η of the schedule (0: DDIM)
+                 solver="auto"                   # "auto", a solver name, "window" (window_sample), or a callable
+                ) -> tuple:                      # (the solver's name, max_iter)
+    """What `max_iter=None` means, in `deq_sample` and `window_sample` alike: n = ⌈25 + 20 η + 5 log2(batch)⌉ rounds
+    (the accelerated solvers' need, measured), capped by the method's exactness bound where it has one. "auto" and
+    "chain_newton": min(n, T + 1). "picard": T + 1 and "window": 2T + 1, their bounds (plain fixed-point rounds have
+    no acceleration for n to measure). "anderson", "broyden" and any other solver: n."""
+    T, batch, eta = check_int("T", T, lo=1), check_int("batch", batch, lo=1), check_number("eta", eta, lo=0)
+    name = solver if isinstance(solver, str) else getattr(solver, "__name__", "custom")
+    n = math.ceil(AUTO_BUDGET["base"] + AUTO_BUDGET["per_eta"] * eta + AUTO_BUDGET["per_doubling"] * math.log2(batch))
+    if name in ("auto", "chain_newton"): return "chain_newton", min(n, T + 1)
+    if name == "picard": return "picard", T + 1
+    if name == "window": return "window", 2 * T + 1
+    return name, n
 
-def _as_int(name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"{name} must be an int >= {lo}, got {v!r}")
-    if v < lo: raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-    return int(v)
+# %% ../nbs/04_fixed_point.ipynb #c0de0003
+HISTORY_SOLVERS = ("anderson", "broyden")                 # the solvers that keep a history of m past iterates
 
-def _as_tol(v):
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)): raise TypeError(f"tol must be a number > 0, got {v!r}")
-    if not (math.isfinite(v) and v > 0): raise ValueError(f"tol must be a number > 0, got {v!r}")
-    return float(v)
+def solver_options(solver,                        # "auto", a name in SOLVERS, or a solver callable
+                   sched:DDIMSchedule,            # the schedule: chain_newton's ratios and slopes come from it
+                   x_T:torch.Tensor,              # (B, *dims): the ratios and slopes take its dtype and device
+                   m:int|None=None,               # history length for anderson / broyden; None: 5
+                   **kw                           # the caller's solver options: they win over the defaults filled in here
+                  ) -> tuple:
+    """(name, solver function, keyword options) for solving Eq. (12)/(13): `"auto"` is chain_newton with its step ratios
+    and slopes from `sched`; `"anderson"` gets `DEQ_ANDERSON`. `m` (history length, default 5) is refused by a solver
+    that keeps no history (picard, chain_newton), rather than ignored."""
+    if isinstance(solver, str): check_choice("solver", solver, ("auto", *SOLVERS))
+    solve = get_solver("chain_newton" if solver == "auto" else solver)
+    name = "chain_newton" if solver == "auto" else solver if isinstance(solver, str) else getattr(solver, "__name__", "custom")
+    known = {SOLVERS[k]: k for k in SOLVERS}.get(solve)
+    if m is not None:
+        m = check_int("m", m, lo=1)
+        if known is not None and known not in HISTORY_SOLVERS:
+            raise ValueError(f"m (the history length) applies to the solvers {HISTORY_SOLVERS}; solver={known!r} keeps no "
+                             f"history, so m={m} would have no effect: leave m out")
+    if known in HISTORY_SOLVERS or (m is not None and known is None): kw.setdefault("m", 5 if m is None else m)
+    if known == "anderson":                # DEQ_ANDERSON, except triangular=False with the caller's own non-state grouping
+        if "group_dims" in kw and "triangular" not in kw: kw["triangular"] = tuple(kw["group_dims"])[:1] == (0,)
+        for k, v in DEQ_ANDERSON.items(): kw.setdefault(k, v)
+    if known == "broyden": kw.setdefault("group_dims", (1,))
+    if known == "chain_newton":          # quasi-Newton on the chain (notebook 03): step ratios and slopes from the schedule
+        ratio, slope = chain_slopes(*(v.to(x_T.device, x_T.dtype) for v in (sched.abar, sched.abar_prev, sched.sigma)))
+        kw.setdefault("ratio", ratio); kw.setdefault("slope", slope)
+    return name, solve, kw
 
-def deq_sample(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, *, solver="auto", max_iter:int|None=None,
-               tol:float=1e-3, m:int=5, init="x_T", noise:torch.Tensor|None=None, devices=None, max_batch:int|None=None,
-               stop_mode:str="rel", generator:torch.Generator|None=None, progress:bool=False,
-               callback=None, check:bool=True, **solver_kwargs):
-    """DEQ-DDIM (η = 0) / DEQ-sDDIM (η > 0): solve Eq. (12)/(13) for all states at once. Returns (x_0, DEQInfo).
-
-    Stops when the relative residual of every state of every image is below `tol`. `max_iter=None` takes the automatic
-    budget of `round_budget`: ⌈25 + 20 η + 5 log2(B)⌉ rounds, at most T + 1. `solver="auto"` is `chain_newton`
-    (quasi-Newton on the chain, exact after T rounds); `"anderson"` (`DEQ_ANDERSON`), `"picard"`, `"broyden"` or a callable
-    choose explicitly. An unconverged result warns (UserWarning) with the rounds, the final residual and how to raise the budget.
-    `devices`: a list of devices to split each round's T·B states across; `max_batch`: at most this many states per
-    model call (same result, peak memory bounded independently of T)."""
+def deq_sample(eps_model,                        # callable eps_model(x, t) -> eps: x (N, *dims), t LongTensor (N,)
+               x_T:torch.Tensor,                 # (B, *dims) the noise: float32 or float64, the model's dtype (float32 for a half model)
+               sched:DDIMSchedule,               # the T-step schedule; η > 0 makes it DEQ-sDDIM
+               *, solver="auto",                 # "auto" (chain_newton), "anderson", "picard", "broyden" or a solver callable
+               max_iter:int|None=None,           # most rounds; None: round_budget(T, B, η, solver)
+               tol:float=1e-3,                   # stop when every state of every image has a residual below tol
+               m:int|None=None,                  # history of anderson / broyden (None: 5); refused by solvers without one
+               init="x_T",                       # "x_T", "zeros" or a (T, B, *dims) tensor: the starting x_0 … x_{T-1}
+               noise:torch.Tensor|None=None,     # (T, B, *dims) ε_1 … ε_T for η > 0; None: drawn with `generator`
+               devices:list|None=None,           # split every round's T·B states across these devices (replicas made once)
+               max_batch:int|None=None,          # at most this many states per model call
+               stop_mode:str="rel",              # "rel" or "abs" residual per state
+               generator:torch.Generator|None=None,  # draws `noise` when it is None and η > 0
+               progress:bool=False,              # show a progress bar
+               callback=None,                    # callback(k, z, f(z), residual) after every round
+               check:bool=True,                  # check ε every round (shape, finite)
+               **solver_kwargs                   # passed on to the solver (mixing=, restart=, ...)
+              ):
+    """DEQ-DDIM (η = 0) / DEQ-sDDIM (η > 0): solve Eq. (12) / (13) for all T states at once. Returns (x_0 (B, *dims) in
+    x_T's dtype, DEQInfo). An unconverged result warns (UserWarning) with the rounds, the final residual and the fix."""
     check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T)
     T, B = len(sched), len(x_T)
-    tol, m = _as_tol(tol), _as_int("m", m, 1)
+    tol, progress, check = check_number("tol", tol, lo=0, lo_open=True), check_bool("progress", progress), check_bool("check", check)
+    model = wrap_model(eps_model, devices=devices, max_batch=max_batch, state_dtype=x_T.dtype, state_device=x_T.device)
     noise = check_noise(noise, T, x_T)
     stochastic = bool((sched.sigma != 0).any())
     if noise is None and stochastic: noise = draw_noise(sched, x_T, generator)
-    if max_iter is None:
-        solver, max_iter = round_budget(T, B, float(sched.eta) if stochastic else 0.0, solver)
-    else:
-        max_iter = _as_int("max_iter", max_iter, 1)
-        if isinstance(solver, str) and solver == "auto": solver = "chain_newton"
-    solve = get_solver(solver)
-    if solver == "anderson":
-        solver_kwargs.setdefault("group_dims", DEQ_ANDERSON["group_dims"])
-        solver_kwargs.setdefault("triangular", solver_kwargs["group_dims"][:1] == (0,))   # needs the states first
-        for k, v in DEQ_ANDERSON.items(): solver_kwargs.setdefault(k, v)
-    if solver == "chain_newton":      # quasi-Newton on the chain (solvers.chain_newton): step ratios and slopes from the schedule
-        ratio, slope = chain_slopes(*(v.to(x_T.device, x_T.dtype) for v in (sched.abar, sched.abar_prev, sched.sigma)))
-        solver_kwargs.setdefault("ratio", ratio); solver_kwargs.setdefault("slope", slope)
-    if solver == "broyden": solver_kwargs.setdefault("group_dims", (1,))
-    if solver in ("anderson", "broyden"): solver_kwargs["m"] = m
-    model = ShardedEps(eps_model, devices) if devices is not None else eps_model
-    if max_batch is not None: model = ChunkedEps(model, max_batch)
+    name, solve, solver_kwargs = solver_options(solver, sched, x_T, m, **solver_kwargs)
+    max_iter = (round_budget(T, B, float(sched.eta) if stochastic else 0.0, name)[1] if max_iter is None
+                else check_int("max_iter", max_iter, lo=1))
     z0 = init_trajectory(x_T, T, init)
-    bar = tqdm(total=max_iter, desc=f"DEQ ({solver})", disable=not progress, leave=False)
+    bar = tqdm(total=max_iter, desc=f"DEQ ({name})", disable=not progress, leave=False)
     def cb(k, z, fz, res):
         bar.update(1); bar.set_postfix(residual=f"{res:.1e}")
         if callback is not None: callback(k, z, fz, res)
@@ -188,7 +206,6 @@ def deq_sample(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, *, solver="auto"
         # stop when every state of every image has converged (sample_dim=(0, 1) on the (T, B, ...) trajectory)
         xs, stats = solve(f, z0, max_iter=max_iter, tol=tol, stop_mode=stop_mode, sample_dim=(0, 1), callback=cb, **solver_kwargs)
     bar.close()
-    name = solver if isinstance(solver, str) else getattr(solver, "__name__", "custom")
     info = DEQInfo(xs=xs, residuals=stats.residuals, rounds=stats.nfe, nfe=stats.nfe * T, converged=stats.converged,
                    diverged=stats.diverged, seconds=time.perf_counter() - t0, stats=stats, solver=name, max_iter=max_iter)
     if not info.converged:

@@ -10,6 +10,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 import torch
+from .checks import check_bool, check_choice, check_int, check_number
 
 # %% auto #0
 __all__ = ['STOP_MODES', 'SOLVERS', 'SolverStats', 'residual_norms', 'picard', 'anderson', 'broyden', 'get_solver',
@@ -39,32 +40,23 @@ class SolverStats:
         return (f"SolverStats({self.solver}: nfe={self.nfe}, converged={self.converged}, diverged={self.diverged}, "
                 f"last {self.stop_mode} residual={last}, tol={self.tol:g})")
 
-def _int_arg(name, v, lo):
-    "An int (Python or numpy) >= lo, as a Python int; else a ValueError naming the parameter."
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-    return int(v)
-
-def _real_arg(name, v, ok, accepted):
-    "A finite real number (Python or numpy) for which ok(v) holds, as a float; else a ValueError naming the parameter."
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or not ok(float(v)):
-        raise ValueError(f"{name} must be {accepted}, got {v!r}")
-    return float(v)
-
 def _check_solver_args(max_iter, tol, stop_mode):
-    "The arguments every solver shares; returns (max_iter, tol) as Python numbers."
-    max_iter = _int_arg("max_iter", max_iter, 1)
-    tol = _real_arg("tol", tol, lambda v: v > 0, "a number > 0")
-    if stop_mode not in STOP_MODES: raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
-    return max_iter, tol
+    "The arguments every solver shares (the package's one policy: TypeError for a type, ValueError for a value); returns (max_iter, tol)."
+    check_choice("stop_mode", stop_mode, STOP_MODES)
+    return check_int("max_iter", max_iter, lo=1), check_number("tol", tol, lo=0, lo_open=True)
 
-def residual_norms(fz:torch.Tensor, z:torch.Tensor, sample_dim:int|tuple|None=None) -> tuple[float, float]:
-    "(abs, rel) residual of iterate z given f(z); per sample along `sample_dim` (a dim or a tuple of dims), worst one reported."
+def residual_norms(fz:torch.Tensor,                   # f(z), the same shape as z
+                   z:torch.Tensor,                    # the iterate, any shape
+                   sample_dim:int|tuple|None=None     # dim(s) whose slices are separate samples; None: the whole tensor
+                  ) -> tuple[float, float]:
+    "(abs, rel) residual of iterate z: ‖f(z) − z‖ and ‖f(z) − z‖ / (1e-5 + ‖f(z)‖), per sample, the worst sample's value."
     d = (fz - z)
     if sample_dim is None:
         a, n = torch.linalg.vector_norm(d), torch.linalg.vector_norm(fz)
     else:
         dims = (sample_dim,) if isinstance(sample_dim, int) else tuple(sample_dim)
+        if any(isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in dims):
+            raise TypeError(f"sample_dim must be an int or a tuple of ints, got {sample_dim!r}")
         if not dims or any(not -d.ndim <= k < d.ndim for k in dims):
             raise ValueError(f"sample_dim must be a dim or a non-empty tuple of dims of a {d.ndim}-D tensor, got {sample_dim!r}")
         rest = tuple(k for k in range(d.ndim) if k not in {k % d.ndim for k in dims})
@@ -103,11 +95,17 @@ class _Trace:
         return z, s
 
 # %% ../nbs/03_solvers.ipynb #dd122f47
-def picard(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:str="rel", mixing:float=1.0,
-           sample_dim:int|None=None, callback=None):
-    "Damped fixed-point iteration z <- mixing f(z) + (1 - mixing) z. Returns (z, SolverStats)."
+def picard(f,                                   # the map: a tensor -> a tensor of the same shape and dtype
+           z0:torch.Tensor,                     # the starting iterate, any shape
+           *, max_iter:int=50,                  # most calls of f (rounds)
+           tol:float=1e-3,                      # stop when the residual of `stop_mode` is below tol
+           stop_mode:str="rel",                 # "rel" or "abs" residual (see residual_norms)
+           mixing:float=1.0,                    # β in (0, 1]
+           sample_dim:int|tuple|None=None,      # dims of separate samples: the worst one decides
+           callback=None):                      # callback(k, z, f(z), residual) after call k of f
+    "Damped fixed-point iteration z <- mixing f(z) + (1 - mixing) z. Returns (z, SolverStats), z shaped like z0."
     max_iter, tol = _check_solver_args(max_iter, tol, stop_mode)
-    mixing = _real_arg("mixing", mixing, lambda v: 0 < v <= 1, "in (0, 1]")
+    mixing = check_number("mixing", mixing, lo=0, hi=1, lo_open=True)
     tr, z = _Trace("picard", tol, stop_mode, sample_dim, callback), z0
     for _ in range(max_iter):
         fz = f(z)
@@ -121,8 +119,9 @@ def picard(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:str
 def _grouping(shape, group_dims):
     "Permutation that brings `group_dims` to the front, and the (G, D) view helpers."
     nd = len(shape)
-    if not isinstance(group_dims, (tuple, list)) or any(isinstance(d, bool) or not isinstance(d, numbers.Integral)
-                                                       or not -nd <= d < nd for d in group_dims):
+    if not isinstance(group_dims, (tuple, list)) or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in group_dims):
+        raise TypeError(f"group_dims must be a tuple of ints (dims of the {nd}-D iterate), got {group_dims!r}")
+    if any(not -nd <= d < nd for d in group_dims):
         raise ValueError(f"group_dims must be a tuple of dims of the {nd}-D iterate (from {-nd} to {nd - 1}), got {group_dims!r}")
     gd = tuple(sorted({int(d) % nd for d in group_dims}))
     perm = gd + tuple(d for d in range(nd) if d not in gd)
@@ -140,17 +139,29 @@ def _solve_small(H, y):
     if bool(bad.any()): sol[bad] = torch.linalg.pinv(H[bad]) @ y[bad]
     return sol
 
-def anderson(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:str="rel", m:int=5,
-             lam:float=1e-4, mixing:float=1.0, group_dims:tuple=(), triangular:bool=False, restart:float|None=None,
-             restart_after:int=3, sample_dim:int|tuple|None=None, callback=None):
-    "Anderson acceleration with history `m`, regularisation `lam`, mixing β; coefficients per group of `group_dims`."
+def anderson(f,                                 # the map: a tensor -> a tensor of the same shape and dtype
+             z0:torch.Tensor,                   # the starting iterate, any shape
+             *, max_iter:int=50,                # most calls of f (rounds)
+             tol:float=1e-3,                    # stop when the residual of `stop_mode` is below tol
+             stop_mode:str="rel",               # "rel" or "abs" residual (see residual_norms)
+             m:int=5,                           # history: how many past iterates are mixed
+             lam:float=1e-4,                    # λ, relative to the largest squared residual of the history
+             mixing:float=1.0,                  # β in (0, 1]
+             group_dims:tuple=(),               # dims indexing groups with their own coefficients; (): one group
+             triangular:bool=False,             # sum each group's normal equations over all later groups (first group dim)
+             restart:float|None=None,           # a group whose residual grows more than this factor forgets its history
+             restart_after:int=3,               # ... from this call of f on
+             sample_dim:int|tuple|None=None,    # dims of separate samples for stopping: the worst one decides
+             callback=None):                    # callback(k, z, f(z), residual) after call k of f
+    "Anderson acceleration. Returns (f(z) of the lowest-residual iterate, SolverStats), shaped like z0."
     max_iter, tol = _check_solver_args(max_iter, tol, stop_mode)
-    m = _int_arg("m", m, 1)
-    mixing = _real_arg("mixing", mixing, lambda v: 0 < v <= 1, "in (0, 1]")
-    lam = _real_arg("lam", lam, lambda v: v >= 0, "a finite number >= 0")
+    m = check_int("m", m, lo=1)
+    mixing = check_number("mixing", mixing, lo=0, hi=1, lo_open=True)
+    lam = check_number("lam", lam, lo=0)
+    triangular = check_bool("triangular", triangular)
     if triangular and not group_dims: raise ValueError("triangular=True needs group_dims (its first dim indexes the states)")
-    if restart is not None: restart = _real_arg("restart", restart, lambda v: v > 0, "None or > 0")
-    restart_after = _int_arg("restart_after", restart_after, 0)
+    if restart is not None: restart = check_number("restart", restart, lo=0, lo_open=True)
+    restart_after = check_int("restart_after", restart_after, lo=0)
     tr = _Trace("anderson", tol, stop_mode, sample_dim, callback)
     G, to_g, from_g = _grouping(z0.shape, group_dims)
     n_first = z0.shape[min(d % z0.ndim for d in group_dims)] if group_dims else 1
@@ -191,17 +202,24 @@ def anderson(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:s
     return tr.finish(tr.best if tr.best is not None else fz)
 
 # %% ../nbs/03_solvers.ipynb #ce0b33e7
-def broyden(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:str="rel", m:int|None=None,
-            group_dims:tuple=(), sample_dim:int|None=None, callback=None):
-    "Broyden's (good) method on g(z) = f(z) - z with a low-rank inverse Jacobian of at most `m` updates per group."
+def broyden(f,                                  # the map: a tensor -> a tensor of the same shape and dtype
+            z0:torch.Tensor,                    # the starting iterate, any shape
+            *, max_iter:int=50,                 # most calls of f (rounds)
+            tol:float=1e-3,                     # stop when the residual of `stop_mode` is below tol
+            stop_mode:str="rel",                # "rel" or "abs" residual (see residual_norms)
+            m:int|None=None,                    # most rank-one updates kept per group (None: all)
+            group_dims:tuple=(),                # dims indexing groups with their own inverse Jacobian; (): one group
+            sample_dim:int|tuple|None=None,     # dims of separate samples for stopping: the worst one decides
+            callback=None):                     # callback(k, z, f(z), residual) after call k of f
+    "Broyden's (good) method on g(z) = f(z) - z. Returns (f(z) of the lowest-residual iterate, SolverStats), shaped like z0."
     max_iter, tol = _check_solver_args(max_iter, tol, stop_mode)
-    mem = max_iter if m is None else _int_arg("m", m, 1)
+    mem = max_iter if m is None else check_int("m", m, lo=1)
     tr = _Trace("broyden", tol, stop_mode, sample_dim, callback)
     G, to_g, from_g = _grouping(z0.shape, group_dims)
     x = to_g(z0)
     U, V = x.new_zeros(G, mem, x.shape[1]), x.new_zeros(G, mem, x.shape[1])
     Bv = lambda v: -v + torch.einsum("gi,gid->gd", torch.einsum("gid,gd->gi", V, v), U)   # B v
-    vB = lambda v: -v + torch.einsum("gi,gid->gd", torch.einsum("gid,gd->gi", U, v), V)   # v^T B
+    vB = lambda v: -v + torch.einsum("gi,gid->gd", torch.einsum("gid,gd->gi", U, v), V)   # v^⊤ B
     fz = f(z0)
     if tr.record(z0, fz): return tr.finish(tr.best if tr.best is not None else fz)
     gx = to_g(fz) - x
@@ -213,7 +231,7 @@ def broyden(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:st
         if stop: break
         gx_new = to_g(fz) - x
         dg, gx = gx_new - gx, gx_new
-        vT = vB(dx)                                                    # Δz^T B
+        vT = vB(dx)                                                    # Δz^⊤ B
         den = (vT * dg).sum(1, keepdim=True)
         ok = den.abs() > 1e-30
         u = torch.where(ok, (dx - Bv(dg)) / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(dx))
@@ -223,15 +241,19 @@ def broyden(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:st
 
 SOLVERS = {"picard": picard, "anderson": anderson, "broyden": broyden}
 
-def get_solver(name:str):
-    "Look a solver up by name."
+def get_solver(name):                           # a name in SOLVERS, or a callable with the solver signature
+    "The solver called `name` (a callable is returned as it is); an unknown name is a ValueError, another type a TypeError."
     if callable(name): return name
-    if name not in SOLVERS: raise ValueError(f"solver must be one of {tuple(SOLVERS)} (or a callable), got {name!r}")
+    if not isinstance(name, str): raise TypeError(f"solver must be one of {tuple(SOLVERS)} or a callable, got {type(name).__name__} ({name!r})")
+    if name not in SOLVERS: raise ValueError(f"solver must be one of {tuple(SOLVERS)} or a callable, got {name!r}")
     return SOLVERS[name]
 
 # %% ../nbs/03_solvers.ipynb #52a0d135
-def chain_slopes(abar:torch.Tensor, abar_prev:torch.Tensor, sigma:torch.Tensor|None=None) -> tuple[torch.Tensor, torch.Tensor]:
-    "Per step j (entry j-1): the ratio r_j = sqrt(a_{j-1}/a_j) of Eq. (9)/(22) and the slope of step j when x̂_0 is held fixed."
+def chain_slopes(abar:torch.Tensor,               # (T,) ᾱ of x_1 … x_T (a schedule's `abar`)
+                 abar_prev:torch.Tensor,          # (T,) ᾱ of the state one step cleaner (`abar_prev`)
+                 sigma:torch.Tensor|None=None     # (T,) σ_j of Eq. (20); None: η = 0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per step j (entry j-1), in abar's dtype: the ratio r_j = sqrt(a_{j-1}/a_j) of Eq. (9)/(22) and the slope A⁰_j of step j with x̂_0 held fixed."
     a, ap = torch.as_tensor(abar), torch.as_tensor(abar_prev)
     sg = torch.zeros_like(a) if sigma is None else torch.as_tensor(sigma)
     ratio = torch.sqrt(ap / a)
@@ -251,11 +273,19 @@ def _chain_solve(F, z, A):
         d[i] = acc
     return d.reshape(z.shape)
 
-def chain_newton(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mode:str="rel", ratio=None, slope=None,
-                 secant:int=1, clip:float=2.0, sample_dim:int|tuple|None=None, callback=None):
-    """Quasi-Newton for a lower-triangular chain map (DEQ-DDIM's h̃): each round linearises every step with one
-    slope per state and image and solves the linearised chain exactly. `z0`: (T, B, ...), states first, entry i is x_i;
-    `ratio[i]` = r_{i+1}, `slope[i]` the slope of step i+1 in round 1 (default: `ratio`, a Picard round)."""
+def chain_newton(f,                             # the chain map h̃: (T, B, ...) -> (T, B, ...), entry i is x_i
+                 z0:torch.Tensor,               # the starting trajectory (T, B, ...): states first, then samples
+                 *, max_iter:int=50,            # most calls of f (rounds)
+                 tol:float=1e-3,                # stop when the residual of `stop_mode` is below tol
+                 stop_mode:str="rel",           # "rel" or "abs" residual (see residual_norms)
+                 ratio=None,                    # (T,) r_j = sqrt(abar_prev / abar), entry i for step i+1 (chain_slopes)
+                 slope=None,                    # (T,) first-round slopes A⁰_j (chain_slopes); None: ratio (a Picard round)
+                 secant:int=1,                  # rounds in each later secant slope; 0: keep the first-round slopes
+                 clip:float=2.0,                # secant slopes are clipped to [0, clip r_j]
+                 sample_dim:int|tuple|None=None,  # dims of separate samples for stopping: the worst one decides
+                 callback=None):                # callback(k, z, f(z), residual) after call k of f
+    """Quasi-Newton for a lower-triangular chain map (DEQ-DDIM's h̃): each round linearises every step with one slope per
+    state and image and solves the linearised chain exactly. Returns (the next iterate, SolverStats), shaped like z0."""
     max_iter, tol = _check_solver_args(max_iter, tol, stop_mode)
     if not torch.is_tensor(z0) or z0.ndim < 2: raise ValueError("chain_newton needs z0 of shape (T, B, ...): states first, then samples")
     T, B, D = z0.shape[0], z0.shape[1], z0[0, 0].numel()
@@ -264,8 +294,8 @@ def chain_newton(f, z0:torch.Tensor, *, max_iter:int=50, tol:float=1e-3, stop_mo
     if r.shape != (T,): raise ValueError(f"ratio must have shape (T,) = ({T},), got {tuple(r.shape)}")
     s0 = r if slope is None else torch.as_tensor(slope).to(z0)
     if s0.shape != (T,): raise ValueError(f"slope must have shape (T,) = ({T},), got {tuple(s0.shape)}")
-    secant = _int_arg("secant", secant, 0)
-    clip = _real_arg("clip", clip, lambda v: v > 0, "a number > 0")
+    secant = check_int("secant", secant, lo=0)
+    clip = check_number("clip", clip, lo=0, lo_open=True)
     tr = _Trace("chain_newton", tol, stop_mode, sample_dim, callback)
     rv = r[:-1].reshape(-1, *[1] * (z0.ndim - 1))
     A = s0[:, None].expand(T, B).clone()              # A[i]: slope of step i+1 (input x_{i+1}, output x_i)

@@ -1,11 +1,14 @@
+import json
+import re
 import warnings
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
 from conftest import rel, randn
 from deq_ddim_nb.schedules import DDIMSchedule
 from deq_ddim_nb.ddim import ddim_sample, draw_noise
-from deq_ddim_nb.deq import ChunkedEps, deq_map, deq_sample, deq_update, round_budget
+from deq_ddim_nb.deq import ChunkedEps, DEQ_ANDERSON, deq_map, deq_sample, deq_update, round_budget, solver_options
 
 
 @pytest.mark.parametrize("T,skip", [(1, "uniform"), (10, "quad"), (100, "uniform"), (100, "quad")])
@@ -53,30 +56,54 @@ def test_T_picard_iterations_reproduce_ddim(digits_model):
     assert info.rounds <= T and rel(x0, x0_seq) < 1e-10   # may stop early: this denoiser can hit residual 0 exactly
 
 
-def rounds_to_1e3(model, x_T, s, max_iter=40, **kw):
+def rounds_to_1e3(model, x_T, s, *, solver, max_iter=40, **kw):
+    "First round whose x_0 is within 1e-3 of the sequential DDIM sample (a study run: no stopping rule involved)."
     ref = ddim_sample(model, x_T, s)
     errs = []
-    deq_sample(model, x_T, s, max_iter=max_iter, tol=1e-14, callback=lambda k, z, fz, r: errs.append(rel(fz[0], ref)), **kw)
-    return next((k + 1 for k, e in enumerate(errs) if e < 1e-3), np.inf), errs[-1]
+    deq_sample(model, x_T, s, solver=solver, max_iter=max_iter, tol=1e-14,
+               callback=lambda k, z, fz, r: errs.append(rel(fz[0], ref)), **kw)
+    return next((k + 1 for k, e in enumerate(errs) if e < 1e-3), np.inf)
+
+
+def solve_over_seeds(model, s, seeds=range(8), **kw):
+    "deq_sample per seed (one image each): (rounds, converged, relative error of x_0 against sequential DDIM) per seed."
+    out = []
+    for sd in seeds:
+        x_T = randn(1, 1, 8, 8, seed=sd)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)          # an unconverged run is reported in `converged`
+            x0, info = deq_sample(model, x_T, s, **kw)
+        out.append((info.rounds, info.converged, rel(x0, ddim_sample(model, x_T, s))))
+    return out
+
+
+# Anderson's settings before the tuning for the chain: per-state coefficients without the triangular sum, no restart,
+# the textbook relative λ and no damping (the paper's grouping, with this package's relative λ)
+UNTUNED = dict(group_dims=(0, 1), triangular=False, restart=None, lam=1e-4, mixing=1.0)
 
 
 def test_anderson_converges_to_the_ddim_sample_over_seeds(digits_model):
-    "Issue 2's criterion: Anderson (m=5, tol 1e-3), T=100, 8 seeds: x_0 within 1e-3 of DDIM in at most 20 rounds."
-    s = DDIMSchedule.make(100)
-    out = []
-    for sd in range(8):
-        x_T = randn(1, 1, 8, 8, seed=sd)
-        x0, info = deq_sample(digits_model, x_T, s, m=5, tol=1e-3, max_iter=20)
-        out.append((info.rounds, rel(x0, ddim_sample(digits_model, x_T, s)), info.converged))
-    assert all(c and r <= 20 and e < 1e-3 for r, e, c in out), out     # measured: rounds 11-20, errors <= 7.5e-4
+    "solver='anderson' (DEQ_ANDERSON), m=5, tol 1e-3, T=100, 8 seeds: converged, x_0 within 1e-3 of DDIM, in at most 20 rounds."
+    out = solve_over_seeds(digits_model, DDIMSchedule.make(100), solver="anderson", m=5, tol=1e-3, max_iter=20)
+    assert all(c and r <= 20 and e < 1e-3 for r, c, e in out), out     # measured: rounds 11-20, errors <= 8.0e-4
 
 
 @pytest.mark.filterwarnings("ignore:deq_sample did not converge")   # a study run: its tolerance is too small to stop
 def test_anderson_rounds_to_1e3_over_seeds(digits_model):
-    "Rounds until x_0 is first within 1e-3 of DDIM (no stopping rule involved); regression guard on the default solver."
+    "Rounds guard for Anderson with DEQ_ANDERSON: rounds until x_0 is first within 1e-3 of DDIM, seeds 0-7, T=100."
     s = DDIMSchedule.make(100)
-    rounds = [rounds_to_1e3(digits_model, randn(1, 1, 8, 8, seed=sd), s)[0] for sd in range(8)]
+    rounds = [rounds_to_1e3(digits_model, randn(1, 1, 8, 8, seed=sd), s, solver="anderson") for sd in range(8)]
     assert max(rounds) <= 20 and np.median(rounds) <= 13, rounds   # measured: [11, 19, 11, 16, 11, 18, 13, 11]
+
+
+def test_anderson_tuned_settings_beat_untuned_settings(digits_model):
+    "DEQ_ANDERSON must earn its place: fewer rounds to tol 1e-3 than untuned Anderson on every seed, and never unconverged."
+    s = DDIMSchedule.make(100)
+    tuned = solve_over_seeds(digits_model, s, solver="anderson", max_iter=60)
+    untuned = solve_over_seeds(digits_model, s, solver="anderson", max_iter=60, **UNTUNED)
+    assert all(c for _, c, _ in tuned), tuned
+    assert all(a[0] < b[0] for a, b in zip(tuned, untuned)), (tuned, untuned)   # measured: 11-20 against 29-60
+    assert sum(r for r, _, _ in tuned) < 0.6 * sum(r for r, _, _ in untuned)
 
 
 @pytest.mark.filterwarnings("ignore:deq_sample did not converge")   # a study run: its tolerance is too small to stop
@@ -95,20 +122,52 @@ def test_whole_trajectory_residual_would_stop_too_early(digits_model):
 def test_anderson_with_tol_stops_close_to_ddim(digits_model):
     s = DDIMSchedule.make(100)
     x_T = randn(1, 1, 8, 8, seed=0)
-    x0, info = deq_sample(digits_model, x_T, s, max_iter=40, tol=1e-4)
-    assert info.converged and not info.diverged and info.rounds < 40
+    x0, info = deq_sample(digits_model, x_T, s, solver="anderson", max_iter=40, tol=1e-4)
+    assert info.solver == "anderson" and info.converged and not info.diverged and info.rounds < 40
     assert rel(x0, ddim_sample(digits_model, x_T, s)) < 1e-3
     assert info.nfe == info.rounds * 100 and len(info.residuals) == info.rounds and info.xs.shape == (100, *x_T.shape)
 
 
+# ---- a rounds guard for every solver (digits denoiser, T = 100, seeds 0-7, tol 1e-3, x_0 against sequential DDIM) -----
+def test_chain_newton_rounds_guard_over_seeds(digits_model):
+    out = solve_over_seeds(digits_model, DDIMSchedule.make(100), solver="chain_newton")
+    rounds = [r for r, _, _ in out]
+    assert all(c and e < 1e-3 for _, c, e in out), out
+    assert max(rounds) <= 15 and np.median(rounds) <= 10, rounds   # measured: [7, 15, 7, 15, 5, 12, 11, 9]
+
+
+def test_default_solver_is_chain_newton_with_its_rounds(digits_model):
+    s = DDIMSchedule.make(100)
+    auto = solve_over_seeds(digits_model, s, seeds=range(3))
+    cn = solve_over_seeds(digits_model, s, seeds=range(3), solver="chain_newton")
+    assert auto == cn
+
+
+def test_picard_rounds_guard_over_seeds(digits_model):
+    out = solve_over_seeds(digits_model, DDIMSchedule.make(100), solver="picard")
+    rounds = [r for r, _, _ in out]
+    assert all(c and e < 1e-3 for _, c, e in out), out
+    assert max(rounds) <= 26 and min(rounds) >= 20, rounds        # measured: 24-26; exact after T + 1 = 101 at the latest
+
+
+def test_broyden_rounds_guard_over_seeds(digits_model):
+    "Broyden (per image, m=5) is the weakest here: a guard on what it does today, and never a quiet wrong answer."
+    out = solve_over_seeds(digits_model, DDIMSchedule.make(100), solver="broyden", max_iter=60)
+    conv = [r for r, c, _ in out if c]
+    assert len(conv) >= 6 and np.median(conv) <= 28, out           # measured: 24-44 rounds on 6 seeds, 2 unconverged at 60
+    assert all(e < 1e-3 for _, c, e in out if c), out
+
+
+@pytest.mark.parametrize("solver", ["chain_newton", "anderson"])
 @pytest.mark.parametrize("eta", [0.2, 0.5, 1.0])
-def test_deq_sddim_matches_sequential_sddim(digits_model, eta):
+def test_deq_sddim_matches_sequential_sddim(digits_model, eta, solver):
     s = DDIMSchedule.make(100, eta=eta)
     for sd in range(4):
         g = torch.Generator().manual_seed(100 + sd)
         x_T = torch.randn(1, 1, 8, 8, dtype=torch.float64, generator=g)
         nz = draw_noise(s, x_T, g)
-        x0, info = deq_sample(digits_model, x_T, s, noise=nz, max_iter=50, tol=1e-4)
+        x0, info = deq_sample(digits_model, x_T, s, noise=nz, solver=solver, max_iter=50, tol=1e-4)
+        assert info.solver == solver and info.converged
         assert rel(x0, ddim_sample(digits_model, x_T, s, nz)) < 1e-3, (eta, sd, info)
 
 
@@ -156,19 +215,24 @@ def test_diverging_solver_reported_in_info():
     assert info.diverged and not info.converged
 
 
-# ---- bad inputs -------------------------------------------------------------------------------
+# ---- bad inputs: TypeError for a wrong type, ValueError for a wrong value, the message opens with the parameter ----
 @pytest.mark.parametrize("kw,exc,msg", [
-    (dict(tol=0.0), ValueError, "tol must be a number > 0"),
-    (dict(tol=-1e-3), ValueError, "tol must be a number > 0"),
-    (dict(max_iter=0), ValueError, "max_iter must be an int >= 1"),
+    (dict(tol=0.0), ValueError, "tol must be > 0"),
+    (dict(tol=-1e-3), ValueError, "tol must be > 0"),
+    (dict(max_iter=0), ValueError, "max_iter must be >= 1"),
     (dict(solver="newton"), ValueError, "solver must be one of"),
+    (dict(solver=3), TypeError, "solver must be one of"),
     (dict(init="ones"), ValueError, "init must be one of"),
+    (dict(init=3), TypeError, "init must be one of"),
     (dict(init=torch.zeros(3)), ValueError, "init tensor must have shape"),
     (dict(noise=torch.zeros(9, 2, 1, 8, 8)), ValueError, "noise must have shape"),
     (dict(noise=torch.zeros(10, 2, 1, 8, 8, dtype=torch.long)), TypeError, "noise must be a floating tensor"),
+    (dict(stop_mode="max"), ValueError, "stop_mode must be one of"),
+    (dict(progress=1), TypeError, "progress must be True or False"),
+    (dict(check="yes"), TypeError, "check must be True or False"),
 ])
 def test_deq_sample_bad_inputs(digits_model, kw, exc, msg):
-    with pytest.raises(exc, match=msg):
+    with pytest.raises(exc, match="^" + re.escape(msg)):
         deq_sample(digits_model, randn(2, 1, 8, 8), DDIMSchedule.make(10), **kw)
 
 
@@ -215,14 +279,35 @@ def no_warnings():
 
 
 def test_round_budget_grows_with_eta_and_batch_and_is_exact_for_short_chains():
-    assert round_budget(100, 1, 0.0) == ("chain_newton", 25)
-    assert round_budget(100, 1, 0.0, solver="anderson") == ("anderson", 25)
-    assert round_budget(100, 1, 1.0)[1] > round_budget(100, 1, 0.5)[1] > round_budget(100, 1, 0.0)[1]
-    assert round_budget(100, 16, 0.0)[1] > round_budget(100, 1, 0.0)[1]
+    import math
+    n = lambda eta, B: math.ceil(25 + 20 * eta + 5 * math.log2(B))          # the documented rule, written out here
+    for T, eta, B in ((100, 0.0, 1), (100, 0.5, 16), (100, 1.0, 3), (1000, 0.3, 8)):
+        assert round_budget(T, B, eta) == ("chain_newton", min(n(eta, B), T + 1))
+        assert round_budget(T, B, eta, solver="anderson") == ("anderson", n(eta, B))
+        assert round_budget(T, B, eta, solver="broyden") == ("broyden", n(eta, B))
     for T in (1, 5, 20, 24):    # never more than T + 1 rounds: chain_newton is exact after T
         assert round_budget(T, 1, 0.0) == ("chain_newton", T + 1)
     assert round_budget(20, 1, 0.0, solver="anderson") == ("anderson", 25)
     assert round_budget(500, 1, 0.0, solver="picard") == ("picard", 501)
+    for T in (12, 100): assert round_budget(T, 1, 0.0, solver="window") == ("window", 2 * T + 1)   # window_sample's bound
+
+
+@pytest.mark.parametrize("solver", ["auto", "chain_newton", "anderson", "picard", "broyden"])
+def test_max_iter_none_is_round_budget_for_every_solver(digits_model, solver):
+    "max_iter=None means round_budget(T, B, eta, solver), whichever solver runs."
+    s, x_T = DDIMSchedule.make(30, eta=0.5), randn(2, 1, 8, 8, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        _, info = deq_sample(digits_model, x_T, s, solver=solver, generator=torch.Generator().manual_seed(0))
+    assert info.max_iter == round_budget(30, 2, 0.5, solver)[1] and info.rounds <= info.max_iter
+
+
+@pytest.mark.parametrize("kw,exc,msg", [(dict(T=0), ValueError, "T must be >= 1"), (dict(T=2.5), TypeError, "T must be an int"),
+                                        (dict(T=10, batch=0), ValueError, "batch must be >= 1"),
+                                        (dict(T=10, eta=-0.1), ValueError, "eta must be >= 0")])
+def test_round_budget_bad_inputs(kw, exc, msg):
+    with pytest.raises(exc, match="^" + re.escape(msg)):
+        round_budget(**kw)
 
 
 def test_unconverged_result_warns_with_rounds_residual_tol_and_advice(digits_model):
@@ -301,6 +386,7 @@ def test_devices_as_a_string_is_a_type_error(digits_model, devices):
 
 
 def test_numpy_scalars_accepted_for_max_iter_tol_m(digits_model):
+    "NumPy scalars mean the same as Python numbers."
     s, x_T = DDIMSchedule.make(30), randn(1, 1, 8, 8)
     a, ia = deq_sample(digits_model, x_T, s, solver="anderson", max_iter=np.int64(40), tol=np.float32(1e-3), m=np.int32(5))
     b, ib = deq_sample(digits_model, x_T, s, solver="anderson", max_iter=40, tol=float(np.float32(1e-3)), m=5)
@@ -308,17 +394,51 @@ def test_numpy_scalars_accepted_for_max_iter_tol_m(digits_model):
 
 
 @pytest.mark.parametrize("kw,exc,msg", [
-    (dict(max_batch=0), ValueError, "max_batch must be an int >= 1"),
-    (dict(max_batch=2.5), TypeError, "max_batch must be an int >= 1"),
-    (dict(max_batch=True), TypeError, "max_batch must be an int >= 1"),
-    (dict(max_iter=2.0), TypeError, "max_iter must be an int >= 1"),
-    (dict(m=0), ValueError, "m must be an int >= 1"),
-    (dict(tol="1e-3"), TypeError, "tol must be a number > 0"),
-    (dict(tol=float("nan")), ValueError, "tol must be a number > 0"),
+    (dict(max_batch=0), ValueError, "max_batch must be >= 1"),
+    (dict(max_batch=2.5), TypeError, "max_batch must be an int"),
+    (dict(max_batch=True), TypeError, "max_batch must be an int"),
+    (dict(max_iter=2.0), TypeError, "max_iter must be an int"),
+    (dict(max_iter=2.5), TypeError, "max_iter must be an int"),
+    (dict(max_iter=True), TypeError, "max_iter must be an int"),
+    (dict(solver="anderson", m=0), ValueError, "m must be >= 1"),
+    (dict(solver="anderson", m=2.5), TypeError, "m must be an int"),
+    (dict(tol="1e-3"), TypeError, "tol must be a real number"),
+    (dict(tol=float("nan")), ValueError, "tol must be finite"),
 ])
 def test_deq_sample_bad_numbers(digits_model, kw, exc, msg):
-    with pytest.raises(exc, match=msg):
+    with pytest.raises(exc, match="^" + re.escape(msg)):
         deq_sample(digits_model, randn(1, 1, 8, 8), DDIMSchedule.make(5), **kw)
+
+
+# ---- m, the history length: applied by the solvers that keep a history, refused by the others ----------------------
+@pytest.mark.parametrize("solver", ["auto", "chain_newton", "picard"])
+def test_m_with_a_solver_without_history_is_refused(digits_model, solver):
+    from deq_ddim_nb.solvers import chain_newton, picard
+    for sv in (solver, {"auto": chain_newton, "chain_newton": chain_newton, "picard": picard}[solver]):
+        with pytest.raises(ValueError, match=r"^m \(the history length\) applies to the solvers"):
+            deq_sample(digits_model, randn(1, 1, 8, 8), DDIMSchedule.make(10), solver=sv, m=3)
+
+
+def test_solver_options_fill_in_deq_anderson_and_the_chain_slopes():
+    from deq_ddim_nb.solvers import anderson, chain_newton, chain_slopes
+    s, x = DDIMSchedule.make(10, eta=0.3), randn(1, 1, 8, 8)
+    name, solve, kw = solver_options("anderson", s, x)
+    assert (name, solve) == ("anderson", anderson) and kw == {"m": 5, **DEQ_ANDERSON}      # every tuned setting applied
+    assert solver_options("anderson", s, x, group_dims=(1,))[2]["triangular"] is False    # per image: no triangular sum
+    assert solver_options("anderson", s, x, mixing=1.0)[2]["mixing"] == 1.0              # the caller's option wins
+    name, solve, kw = solver_options("auto", s, x)
+    ratio, slope = chain_slopes(s.abar, s.abar_prev, s.sigma)
+    assert (name, solve) == ("chain_newton", chain_newton) and torch.equal(kw["ratio"], ratio) and torch.equal(kw["slope"], slope)
+
+
+@pytest.mark.parametrize("solver", ["anderson", "broyden"])
+def test_m_is_applied_by_the_solvers_with_a_history(digits_model, solver):
+    "m changes the run (it is passed on), and leaving it out is m=5."
+    s, x_T = DDIMSchedule.make(50), randn(1, 1, 8, 8, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        runs = {m: deq_sample(digits_model, x_T, s, solver=solver, m=m, max_iter=30)[1].residuals for m in (None, 2, 5)}
+    assert runs[None] == runs[5] and runs[2] != runs[5]
 
 
 # ---- max_batch ---------------------------------------------------------------------------------
@@ -340,7 +460,9 @@ def test_max_batch_gives_identical_results_and_caps_every_call(digits_model):
     assert ic.rounds == ia.rounds and rel(c, a) < 1e-11
 
 
-def test_chunked_eps_equals_one_call(digits_model):
+def test_chunked_eps_is_importable_from_deq_and_equals_one_call(digits_model):
+    import deq_ddim_nb.deq as deq, deq_ddim_nb.wrappers as wrappers
+    assert deq.ChunkedEps is wrappers.ChunkedEps and deq.ShardedEps is wrappers.ShardedEps     # one class, two import paths
     x = randn(50, 1, 8, 8, seed=9)
     t = torch.arange(50) * 20
     ref = digits_model(x, t)
@@ -362,3 +484,51 @@ def test_chain_newton_through_deq_sample_is_exact_in_float64(digits_model, eta):
         warnings.simplefilter("error")
         x0, info = deq_sample(digits_model, x_T, s, noise=nz, solver="chain_newton")     # automatic budget
     assert info.converged and rel(x0, xs[0]) < 1e-3
+
+
+# ---- the lessons' exercises (04 and 05): the reference passes, the recorded wrong answer fails --------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _src(c):
+    return "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+
+
+def _strip(src):
+    return "\n".join(l for l in src.splitlines() if not l.startswith("#|"))
+
+
+@pytest.mark.parametrize("stem", ["04_fixed_point", "05_sddim"])
+def test_lesson_exercises_fail_a_wrong_answer_and_pass_the_reference(stem):
+    from deq_ddim_nb.classroom import exercises
+    path = ROOT / "nbs" / f"{stem}.ipynb"
+    nb = json.loads(path.read_text())
+    exs = exercises(nb, path.name)
+    assert len(exs) >= 2 and all(e.has_metadata for e in exs)
+    assert any("pen and paper" in _src(nb["cells"][e.question]).lower() for e in exs)    # at least one pen-and-paper exercise
+    for e in exs:
+        solution, check = _strip(_src(nb["cells"][e.solution])), _strip(_src(nb["cells"][e.check]))
+        ns = {}; exec(solution, ns)
+        assert all(n in ns for n in e.answers), (e.number, e.answers)
+        exec(check, {n: ns[n] for n in e.answers})            # the reference passes, from its answers alone
+        ns = {}; exec(e.wrong, ns)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(AssertionError):
+                exec(check, {n: ns[n] for n in e.answers})    # the wrong answer fails with an AssertionError
+
+
+def test_every_public_function_documents_each_argument():
+    "Docstrings in nbdev's docments style: every argument of every public function and class has its comment."
+    import inspect
+    from fastcore.docments import docments
+    import deq_ddim_nb.deq as mod
+    missing = []
+    for name in mod.__all__:
+        obj = getattr(mod, name)
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)): continue
+        assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
+        if inspect.isclass(obj): continue                      # dataclasses: their fields are commented where declared
+        var_kw = {p.name for p in inspect.signature(obj).parameters.values() if p.kind is p.VAR_KEYWORD}   # docments skips **kw
+        missing += [f"{name}({k})" for k, v in docments(obj, full=False).items() if k != "return" and k not in var_kw and not v]
+    assert not missing, missing

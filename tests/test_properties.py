@@ -3,13 +3,15 @@
 Bounded: 25 examples per property, no deadline; deterministic (derandomize) when the CI environment variable is set."""
 import math
 import os
+import re
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 from deq_ddim_nb.schedules import DDIMSchedule, SKIPS
 from deq_ddim_nb.ddim import ddim_sample, ddim_step, draw_noise
-from deq_ddim_nb.deq import deq_map
+from deq_ddim_nb.deq import deq_map, deq_sample, round_budget
+from deq_ddim_nb.solvers import anderson, broyden, chain_newton, picard
 from deq_ddim_nb.toy import GaussianMixtureEps, digits_eps
 
 settings.register_profile("deq-ddim-dev", max_examples=25, deadline=None,
@@ -49,11 +51,27 @@ def test_sequential_chain_is_a_fixed_point_of_deq_map(T, skip, eta, dtype, B, mo
 
 
 # ---- (b) invalid inputs raise only ValueError/TypeError naming the parameter ----------------------------------
-def _raises_naming(fn, name):
+def names(msg: str, name: str) -> bool:
+    """Does the message name the parameter? It must open with it (after an optional "function: " prefix), quote it in
+    backticks or show it as `name=value`; a mere occurrence of the letters (the "x" in "eps must have the shape of x")
+    does not count."""
+    return (bool(re.match(rf"(?:[\w.]+: )?{re.escape(name)}(?![\w])", msg)) or f"`{name}`" in msg
+            or bool(re.search(rf"(?<![\w.]){re.escape(name)}=", msg)))          # "..., got beta_start=0.0"
+
+
+def test_names_is_strict_about_which_parameter():
+    assert names("x must be a real floating tensor", "x") and names("ddim_step: sigma > 0 needs `noise`", "noise")
+    assert not names("eps must have the shape of x (2, 3)", "x") and not names("xs must have shape", "x")
+    assert not names("max_iter must be >= 1", "m") and names("m (the history length) applies", "m")
+    assert names("need 0 < beta_start <= beta_end < 1, got beta_start=0.0", "beta_start") and not names("got max_iter=3", "iter")
+
+
+def _raises_naming(fn, name, exc=(ValueError, TypeError)):
     try:
         fn()
     except (ValueError, TypeError) as e:
-        assert name in str(e), f"error does not name {name!r}: {type(e).__name__}: {e}"
+        assert isinstance(e, exc), f"{name}: expected {exc}, got {type(e).__name__}: {e}"
+        assert names(str(e), name), f"error does not name {name!r}: {type(e).__name__}: {e}"
         return
     raise AssertionError(f"no error for a bad {name}")
 
@@ -177,3 +195,76 @@ def test_ddim_step_bad_input_names_parameter(case):
     kw = dict(x=X, eps=E, abar=0.5, abar_prev=0.8, sigma=0.1, noise=torch.zeros_like(X)) | {name: v}
     if name == "x" and torch.is_tensor(v): kw["eps"] = torch.zeros(v.shape)   # the x dtype is what is wrong
     _raises_naming(lambda: ddim_step(**kw), name)
+
+
+# ---- (c) deq_sample, round_budget and the solvers: one policy, TypeError for a type, ValueError for a value -----------
+X1, S5 = torch.randn(1, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1)), DDIMSchedule.make(5)
+wrong_type = st.one_of(st.none(), st.text(max_size=3), st.lists(st.integers(), max_size=2), st.booleans(),
+                       st.complex_numbers(max_magnitude=1, min_magnitude=0.1))
+# None is a valid "automatic" value for max_iter, m and max_batch: their wrong types are the others
+int_wrong_type = st.one_of(wrong_type.filter(lambda v: v is not None), st.floats(allow_nan=False, allow_infinity=False))
+
+
+def numeric_cases(name, bad_values, extra=None):
+    "(name, value, expected exception, extra keyword arguments): a wrong type is a TypeError, a wrong number a ValueError."
+    return st.one_of(st.tuples(st.just(name), wrong_type, st.just(TypeError), st.just(extra or {})),
+                     st.tuples(st.just(name), bad_values, st.just(ValueError), st.just(extra or {})))
+
+
+deq_cases = st.one_of(
+    numeric_cases("tol", st.one_of(st.floats(max_value=0.0), non_finite)),
+    st.tuples(st.just("max_iter"), int_wrong_type, st.just(TypeError), st.just({})),
+    st.tuples(st.just("max_iter"), st.integers(max_value=0), st.just(ValueError), st.just({})),
+    st.tuples(st.just("m"), int_wrong_type, st.just(TypeError), st.just(dict(solver="anderson"))),
+    st.tuples(st.just("m"), st.integers(max_value=0), st.just(ValueError), st.just(dict(solver="anderson"))),
+    st.tuples(st.just("m"), st.integers(1, 9), st.just(ValueError), st.sampled_from([dict(solver="picard"), dict(solver="auto")])),
+    st.tuples(st.just("max_batch"), int_wrong_type, st.just(TypeError), st.just({})),
+    st.tuples(st.just("max_batch"), st.integers(max_value=0), st.just(ValueError), st.just({})),
+    st.tuples(st.just("solver"), st.text(max_size=8).filter(lambda v: v not in ("auto", "picard", "anderson", "broyden", "chain_newton")),
+              st.just(ValueError), st.just({})),
+    st.tuples(st.just("solver"), st.one_of(st.integers(), st.none(), st.floats()), st.just(TypeError), st.just({})),
+    st.tuples(st.just("init"), st.text(max_size=6).filter(lambda v: v not in ("x_T", "zeros")), st.just(ValueError), st.just({})),
+    st.tuples(st.just("init"), st.one_of(st.integers(), st.none(), st.floats()), st.just(TypeError), st.just({})),
+    st.tuples(st.just("stop_mode"), st.text(max_size=4).filter(lambda v: v not in ("abs", "rel")), st.just(ValueError), st.just({})),
+    st.tuples(st.just("devices"), st.one_of(st.just("cpu"), st.integers(), st.none().map(lambda _: "cuda:0")), st.just(TypeError), st.just({})),
+    st.tuples(st.just("progress"), st.one_of(st.integers(), st.text(max_size=3)), st.just(TypeError), st.just({})),
+)
+
+
+@PROFILE
+@given(case=deq_cases)
+def test_deq_sample_bad_input_names_parameter_with_the_policy_type(case):
+    name, v, exc, extra = case
+    _raises_naming(lambda: deq_sample(DIGITS, X1, S5, **{**extra, name: v}), name, exc)
+
+
+@PROFILE
+@given(case=st.one_of(st.tuples(st.just("x_T"), bad_state(shape=(1, 1, 8, 8))), st.tuples(st.just("sched"), bad_sched),
+                      st.tuples(st.just("noise"), bad_noise(shape=(1, 1, 8, 8)))))
+def test_deq_sample_bad_tensors_name_the_parameter(case):
+    name, v = case
+    kw = dict(x_T=X1, sched=S5_ETA) | {name: v}
+    _raises_naming(lambda: deq_sample(DIGITS, kw["x_T"], kw["sched"], noise=kw.get("noise")), name)
+
+
+@PROFILE
+@given(case=st.one_of(numeric_cases("eta", st.one_of(st.floats(max_value=-1e-9), non_finite)),
+                      st.tuples(st.just("T"), int_wrong_type, st.just(TypeError), st.just({})),
+                      st.tuples(st.just("T"), st.integers(max_value=0), st.just(ValueError), st.just({})),
+                      st.tuples(st.just("batch"), st.integers(max_value=0), st.just(ValueError), st.just({}))))
+def test_round_budget_bad_input_names_parameter(case):
+    name, v, exc, _ = case
+    kw = dict(T=10, batch=1, eta=0.0) | {name: v}
+    _raises_naming(lambda: round_budget(**kw), name, exc)
+
+
+@PROFILE
+@given(solver=st.sampled_from([picard, anderson, broyden, chain_newton]),
+       case=st.one_of(numeric_cases("tol", st.one_of(st.floats(max_value=0.0), non_finite)),
+                      st.tuples(st.just("max_iter"), int_wrong_type, st.just(TypeError), st.just({})),
+                      st.tuples(st.just("max_iter"), st.integers(max_value=0), st.just(ValueError), st.just({})),
+                      st.tuples(st.just("stop_mode"), st.text(max_size=4).filter(lambda v: v not in ("abs", "rel")), st.just(ValueError), st.just({}))))
+def test_solver_bad_input_names_parameter_with_the_policy_type(solver, case):
+    name, v, exc, _ = case
+    extra = dict(ratio=torch.ones(3)) if solver is chain_newton else {}
+    _raises_naming(lambda: solver(torch.cos, torch.zeros(3, 2), **extra, **{name: v}), name, exc)
