@@ -26,7 +26,7 @@ from _results import Results, add_output_args
 def rounds_to_1e3(model, s, seed, max_iter=40, **kw):
     x_T = torch.randn(1, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     ref, errs = ddim_sample(model, x_T, s), []
-    deq_sample(model, x_T, s, m=5, max_iter=max_iter, tol=1e-14,
+    deq_sample(model, x_T, s, solver="anderson", m=5, max_iter=max_iter, tol=1e-14,
                callback=lambda k, z, fz, r: errs.append(float((fz[0] - ref).norm() / ref.norm())), **kw)
     return next((k + 1 for k, e in enumerate(errs) if e < 1e-3), max_iter + 1)   # max_iter + 1: never within 1e-3
 

@@ -69,7 +69,8 @@ def check_state(name:str, x) -> torch.Tensor:
     "Raise a clear error unless `x` is a finite float32/float64 tensor of shape (B, *dims) with B >= 1."
     if not torch.is_tensor(x): raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in STATE_DTYPES:
-        raise TypeError(f"{name} must be a floating tensor (float32 or float64), got dtype {x.dtype}")
+        half = " (a half-precision model runs with float32 states: pass x_T.float())" if x.dtype in (torch.float16, torch.bfloat16) else ""
+        raise TypeError(f"{name} must be a floating tensor (float32 or float64), got dtype {x.dtype}{half}")
     if x.ndim < 2: raise ValueError(f"{name} must have shape (B, *dims) with a batch dimension, got shape {tuple(x.shape)}")
     if x.shape[0] == 0: raise ValueError(f"{name} must hold at least one sample (B >= 1), got an empty batch of shape {tuple(x.shape)}")
     if x.numel() == 0: raise ValueError(f"{name} must not have an empty dimension, got shape {tuple(x.shape)}")

@@ -17,6 +17,7 @@ __all__ = ['ddim_step', 'draw_noise', 'ddim_sample', 'ddim_coeffs', 'ddim_invert
 # %% ../nbs/01_ddim.ipynb #d64a58d0
 # input checks live in the appendix (nbs/90_checks.ipynb); re-exported here, where the samplers import them from
 from .checks import call_eps, check_noise, check_sample_shape, check_schedule, check_state, check_step
+from .wrappers import wrap_model   # the model in the states' dtype and device (appendix 94)
 
 # %% ../nbs/01_ddim.ipynb #24c38b07
 def ddim_step(x:torch.Tensor,               # the state x_t, (B, *dims), float32 or float64
@@ -57,6 +58,7 @@ def ddim_sample(eps_model,                                # callable eps_model(x
                ):                                         # x_0 (B, *dims), or (x_0, xs) with xs (T + 1, B, *dims), xs[i] = x_i
     "Sequential DDIM (η = 0, Eq. 7) or sDDIM (η > 0, Eq. 20) from `x_T` (B, *dims): returns x_0, or (x_0, xs) with xs (T+1, B, *dims)."
     check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T)
+    eps_model = wrap_model(eps_model, state_dtype=x_T.dtype, state_device=x_T.device)   # dtype policy: appendix 94
     T = len(sched)
     noise = check_noise(noise, T, x_T)
     s = sched.to(x_T.device, x_T.dtype)
@@ -95,6 +97,7 @@ def ddim_invert(eps_model,                # callable eps_model(x, t) -> ε, as i
                ):                         # x_T (B, *dims), or (x_T, xs)
     "Deterministic DDIM ODE inversion x_0 -> x_T (Eq. 9 run backwards, ε evaluated at the less noisy state)."
     check_state("x_0", x_0); check_schedule(sched, deterministic=True); check_sample_shape(eps_model, x_0, "x_0")
+    eps_model = wrap_model(eps_model, state_dtype=x_0.dtype, state_device=x_0.device, name="x_0")
     s = sched.to(x_0.device, x_0.dtype)
     ratio, c1 = ddim_coeffs(s)
     x, traj = x_0, [x_0]

@@ -232,6 +232,6 @@ def test_numpy_scalars_accepted_by_deq_sample(digits_model):
     x_T, s = randn(1, 1, 8, 8), DDIMSchedule.make(np.int64(5))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                                    # a 3-round budget may not converge
-        a, _ = deq_sample(digits_model, x_T, s, max_iter=np.int64(3), tol=np.float64(1e-3), m=np.int64(3))
-        b, _ = deq_sample(digits_model, x_T, s, max_iter=3, tol=1e-3, m=3)
+        a, _ = deq_sample(digits_model, x_T, s, solver="anderson", max_iter=np.int64(3), tol=np.float64(1e-3), m=np.int64(3))
+        b, _ = deq_sample(digits_model, x_T, s, solver="anderson", max_iter=3, tol=1e-3, m=3)
     assert torch.equal(a, b)
