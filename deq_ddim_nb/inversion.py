@@ -7,23 +7,24 @@ Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/inversion.html.md"""
 # %% ../nbs/08_inversion.ipynb #97d4cf80
 from __future__ import annotations
 import math
-import numbers
-import os
 import time
 import warnings
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 import torch
 from tqdm.auto import tqdm
+from .checks import call_eps, check_bool, check_choice, check_int, check_number
+from .checks import check_noise, check_schedule, check_state
 from .schedules import DDIMSchedule
-from .ddim import call_eps, check_noise, check_schedule, check_state, ddim_invert, ddim_sample, draw_noise
+from .ddim import ddim_invert, ddim_sample, draw_noise
 from .deq import deq_map, deq_sample, deq_update
+from .wrappers import ChunkedEps                 # how a model is called: the appendix on wrappers
 from .solvers import get_solver
 from .files import load_target, to_png, save_inversion   # file I/O: the appendix on files and images
 
+
 # %% auto #0
-__all__ = ['METHODS', 'GRADS', 'INITS', 'DEQ_SOLVER', 'IFT_SOLVER', 'image_loss', 'phantom_step', 'ift_grad', 'ChunkedEps',
-           'InversionResult', 'deterministic', 'invert', 'load_target', 'to_png', 'save_inversion']
+__all__ = ['METHODS', 'GRADS', 'INITS', 'DEQ_SOLVER', 'IFT_SOLVER', 'image_loss', 'phantom_step', 'ift_grad', 'InversionResult',
+           'deterministic', 'invert', 'load_target', 'to_png', 'save_inversion']
 
 # %% ../nbs/08_inversion.ipynb #f393b5cb
 _all_ = ['load_target', 'to_png', 'save_inversion']   # defined in deq_ddim_nb.files, importable from here too
@@ -34,8 +35,10 @@ GRADS = ("phantom", "ift")
 INITS = ("ode", "random")
 
 def image_loss(x_0:torch.Tensor, x_target:torch.Tensor) -> torch.Tensor:
-    "Eq. (14) per image: the squared Frobenius norm ‖x_0 − x̂_0‖², shape (B,)."
+    """Eq. (14) per image: the squared Frobenius norm ‖x_0 − x̂_0‖². `x_0`, `x_target`: (B, *dims), same dtype;
+    returns (B,) in that dtype."""
     return (x_0 - x_target).pow(2).reshape(len(x_0), -1).sum(1)
+
 
 # %% ../nbs/08_inversion.ipynb #89e82934
 def _injection(eps_model, x_T:torch.Tensor, sched:DDIMSchedule) -> torch.Tensor:
@@ -47,9 +50,12 @@ def _injection(eps_model, x_T:torch.Tensor, sched:DDIMSchedule) -> torch.Tensor:
 
 def phantom_step(eps_model, xs:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, noise:torch.Tensor|None=None,
                  *, tau:float=0.1, k:int=1) -> torch.Tensor:
-    """Eq. (18): k damped steps z <- τ h̃(z; x_T) + (1 − τ) z from the solver's answer `xs` (T, B, *dims), with gradient to x_T.
-    Values are those of `xs` (the fixed point, h̃(x*) = x*); gradients are exactly Eq. (18)'s. k = 1 makes one model call
-    with gradient, on the B images at x_T; each further step one call on T·B images."""
+    """Eq. (18): `k` damped steps z <- τ h̃(z; x_T) + (1 − τ) z from the solver's answer, with gradient to `x_T`.
+    `xs`: (T, B, *dims) the fixed point x*_0 … x*_{T-1} (detached here); `x_T`: (B, *dims), usually with
+    `requires_grad`; `noise`: (T, B, *dims) the fixed noises of an η > 0 schedule, else None; `tau` in (0, 1] the damping,
+    `k` >= 1 the number of steps. Returns (T, B, *dims) in `xs`' dtype: the values of `xs` (h̃(x*) = x* at the fixed
+    point) with exactly Eq. (18)'s gradient. k = 1 makes one model call with gradient, on the B images at x_T; each
+    further step one call on T·B images."""
     z = xs.detach()
     inj = _injection(eps_model, x_T, sched)
     # step 1: h̃(z*; x_T) = h̃(z*) (its value, = z* at the fixed point) + (inj(x_T) − inj(x_T) held fixed)
@@ -58,43 +64,36 @@ def phantom_step(eps_model, xs:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedul
         z = tau * deq_map(eps_model, z, x_T, sched, noise) + (1 - tau) * z
     return z
 
+
 # %% ../nbs/08_inversion.ipynb #6b6dddfc
 def ift_grad(eps_model, xs:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, grad_xs:torch.Tensor,
              noise:torch.Tensor|None=None, *, solver="anderson", max_iter:int|None=None, tol:float=1e-8,
              stop_mode:str="rel", **solver_kwargs):
-    """Exact implicit gradient, Eq. (15) / (19): ∂L/∂x_T at the fixed point `xs` given `grad_xs` = ∂L/∂x*_{0:T-1}.
-    Solves the adjoint system v = v ∂h̃/∂x* + ∂L/∂x* with a package solver (one vector-Jacobian product per call), then
-    returns (v ∂h̃/∂x_T, SolverStats). Keeps one graph of h̃ over T·B images."""
+    """Exact implicit gradient, Eq. (15) / (19): ∂L/∂x_T at the fixed point.
+    `xs`: (T, B, *dims) the fixed point x*_0 … x*_{T-1}; `x_T`: (B, *dims); `grad_xs`: (T, B, *dims) = ∂L/∂x*_{0:T-1}
+    (any states, not only x_0); `noise`: (T, B, *dims) for η > 0, else None. Solves the adjoint system
+    v = v ∂h̃/∂x* + ∂L/∂x* with the package solver `solver` (`max_iter` rounds, default T + 1; `tol`, `stop_mode` and
+    `solver_kwargs` as in `deq_ddim_nb.solvers`), one vector–Jacobian product per round, and returns
+    (v ∂h̃/∂x_T of shape (B, *dims) in `xs`' dtype, SolverStats). Keeps one graph of h̃ over T·B images."""
     T = len(sched)
     z = xs.detach().requires_grad_(True)
     xT = x_T.detach().requires_grad_(True)
     with torch.enable_grad():
         hz = deq_map(eps_model, z, xT, sched, noise)                                   # one T·B call with graph
     g = grad_xs.detach()
-    # Eq. (19): (I − J_h)^T v = ∂L/∂x*, written as a fixed point v = J_h^T v + ∂L/∂x*
+    # Eq. (19), corrected: J_g^⊤ v^⊤ = −(∂L/∂x*)^⊤ with J_g = J_h − I, written as the fixed point v = v J_h + ∂L/∂x*
     f = lambda v: torch.autograd.grad(hz, z, v, retain_graph=True)[0] + g
     if solver in ("anderson", "broyden") and "group_dims" not in solver_kwargs: solver_kwargs["group_dims"] = (1,)
     v, stats = get_solver(solver)(f, g.clone(), max_iter=max_iter or T + 1, tol=tol, stop_mode=stop_mode,
                                   sample_dim=1, **solver_kwargs)
     return torch.autograd.grad(hz, xT, v)[0], stats
 
-# %% ../nbs/08_inversion.ipynb #73003ce1
-class ChunkedEps:
-    "Evaluate `eps_model` on at most `max_batch` images per call (same results; caps the activation memory of big batches)."
-    def __init__(self, eps_model, max_batch:int):
-        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-            raise ValueError(f"max_batch must be an int >= 1 or None, got {max_batch!r}")
-        self.eps_model, self.max_batch = eps_model, max_batch
-        self.config = getattr(eps_model, "config", None)
-    def __call__(self, x, t):
-        if len(x) <= self.max_batch: return self.eps_model(x, t)
-        return torch.cat([self.eps_model(xi, ti) for xi, ti in zip(x.split(self.max_batch), t.split(self.max_batch))])
 
 # %% ../nbs/08_inversion.ipynb #255e560b
 @dataclass
 class InversionResult:
     "What `invert` found. `x_T`: best-so-far latent per image; `x_0`: the image it regenerates (sequential DDIM)."
-    x_T: torch.Tensor                  # (B, *dims) best latent of each image
+    x_T: torch.Tensor                  # (B, *dims) best latent of each image, x_target's dtype and device
     x_0: torch.Tensor                  # (B, *dims) ddim_sample(eps_model, x_T, sched, noise)
     losses: list                       # Eq. (14) summed over the B images, one per epoch (at the epoch's x_T, before its step)
     seconds: list                      # cumulative wall time at the end of each epoch
@@ -104,8 +103,12 @@ class InversionResult:
     method: str = "deq"
     grad: str | None = "phantom"
     stopped_early: bool = False
-    rounds: list = field(default_factory=list)   # DEQ: solver rounds (batched model calls) per epoch
+    rounds: list = field(default_factory=list)      # DEQ: solver rounds (batched model calls) per epoch
+    converged: list = field(default_factory=list)   # DEQ: did the forward solve reach its tolerance, per epoch
     noise: torch.Tensor | None = None  # the fixed noises ε_{1:T} of a stochastic (η > 0) chain
+    tau: float | None = None           # the phantom gradient's damping and steps (Eq. 18), None unless grad="phantom"
+    k: int | None = None
+    lr: float | None = None            # Adam's step size (None for method="ode")
 
     @property
     def epochs(self) -> int: return len(self.losses)
@@ -115,23 +118,28 @@ class InversionResult:
         return (f"InversionResult(method={self.method!r}, grad={self.grad!r}, B={len(self.x_T)}, epochs={self.epochs}, "
                 f"best loss={self.final_loss.tolist()}, seconds={self.seconds[-1]:.2f}, stopped_early={self.stopped_early})")
 
-def _check_args(method, grad, tau, k, lr, epochs, stop_loss, seed=None):
-    "Argument checks of `invert`; NumPy scalars are numbers too (`numbers.Real` / `numbers.Integral`), bool is not."
-    if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if grad not in GRADS: raise ValueError(f"grad must be one of {GRADS}, got {grad!r}")
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not 0 < tau <= 1:
-        raise ValueError(f"tau (phantom-gradient damping, Eq. 18) must be a number in (0, 1], got {tau!r}")
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k (number of phantom steps) must be an int >= 1, got {k!r}")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a number > 0, got {lr!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-    if stop_loss is not None and (isinstance(stop_loss, bool) or not isinstance(stop_loss, numbers.Real)
-                                  or not math.isfinite(stop_loss) or stop_loss < 0):
-        raise ValueError(f"stop_loss must be None or a finite number >= 0, got {stop_loss!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"seed must be None or an int, got {type(seed).__name__} ({seed!r})")
+def _check_args(method, grad, tau, k, lr, epochs, stop_loss, seed=None, generator=None):
+    """Argument checks of `invert` (the package's one policy, `deq_ddim_nb.checks`): a wrong type is a TypeError, a wrong
+    value a ValueError, the parameter named. Returns (tau, k, lr, epochs, stop_loss, seed) as Python numbers."""
+    check_choice("method", method, METHODS); check_choice("grad", grad, GRADS)
+    tau = check_number("tau", tau, 0, 1, lo_open=True)                             # phantom damping of Eq. (18)
+    k, epochs = check_int("k", k, 1), check_int("epochs", epochs, 1)
+    lr = check_number("lr", lr, 0, lo_open=True)
+    if stop_loss is not None: stop_loss = check_number("stop_loss", stop_loss, 0)
+    if seed is not None: seed = check_int("seed", seed)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if seed is not None and generator is not None:
+        raise ValueError("pass generator= or seed=, not both (seed=s is generator=torch.Generator().manual_seed(s))")
+    return tau, k, lr, epochs, stop_loss, seed
+
+def _check_options(solver_kwargs, backward_kwargs, warm_start, max_batch, progress, callback):
+    for name, v in (("solver_kwargs", solver_kwargs), ("backward_kwargs", backward_kwargs)):
+        if v is not None and not isinstance(v, dict): raise TypeError(f"{name} must be a dict or None, got {type(v).__name__}")
+    check_bool("warm_start", warm_start); check_bool("progress", progress)
+    if max_batch is not None: check_int("max_batch", max_batch, 1)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable as callback(epoch, x_T, losses) or None, got {type(callback).__name__}")
 
 def _check_target(eps_model, x_target):
     check_state("x_target", x_target)
@@ -147,34 +155,38 @@ def _check_target(eps_model, x_target):
                              f"[{lo:g}, {hi:g}]{hint}")
 
 def deterministic(sched:DDIMSchedule) -> DDIMSchedule:
-    "The same timesteps with η = 0 (the ODE that `ddim_invert` runs backwards)."
+    "The schedule `sched` with η = 0 (same timesteps, `sigma` all zero): the ODE that `ddim_invert` runs backwards."
     return replace(sched, sigma=torch.zeros_like(sched.sigma), eta=0.0)
 
 def _init_latent(eps_model, x_target, sched, init, generator):
+    "The starting x_T (B, *dims): ODE inversion, N(0, I) drawn on the generator's device (CPU without one), or a given tensor."
     if torch.is_tensor(init):
         if init.shape != x_target.shape:
             raise ValueError(f"init tensor must have the shape of x_target {tuple(x_target.shape)}, got {tuple(init.shape)}")
         if not init.is_floating_point() or not bool(torch.isfinite(init).all()):
             raise ValueError("init tensor must be a finite floating tensor")
         return init.detach().to(x_target).clone()
+    check_choice("init", init, INITS)
     if init == "ode": return ddim_invert(eps_model, x_target, deterministic(sched))
-    if init == "random":
-        return torch.randn(x_target.shape, generator=generator, dtype=x_target.dtype,
-                           device="cpu" if generator is None else generator.device).to(x_target.device)
-    raise ValueError(f"init must be one of {INITS} or a tensor shaped like x_target, got {init!r}")
+    return torch.randn(x_target.shape, generator=generator, dtype=x_target.dtype,
+                       device="cpu" if generator is None else generator.device).to(x_target.device)
+
 
 # %% ../nbs/08_inversion.ipynb #f661cd6d
-DEQ_SOLVER = dict(solver="picard", max_iter=15, tol=1e-2)   # inversion defaults (the authors used tol 1e-2 too)
-IFT_SOLVER = dict(solver="picard")                           # adjoint of Eq. (19): Picard is exact in T products
+# forward solve of Algorithm 2: chain_newton to the relative tolerance 1e-3 of every state and image, within
+# deq_sample's automatic round budget (it is exact after T rounds, as Picard is); the IFT adjoint of Eq. (19): Picard,
+# exact after T vector–Jacobian products because J_h is nilpotent
+DEQ_SOLVER = dict(solver="chain_newton", tol=1e-3, max_iter=None)
+IFT_SOLVER = dict(solver="picard")
 
-def _warn_unconverged(bad_fwd, bad_adj, epochs, skw, bkw, T):
+def _warn_unconverged(bad_fwd, bad_adj, epochs, skw, budget, T):
     "One warning for all epochs whose inner solves stopped at their round budget above the tolerance."
     msgs = []
     if bad_fwd:
         msgs.append(f"the forward DEQ solve did not converge in {len(bad_fwd)} of {epochs} epochs (worst final residual "
-                    f"{max(bad_fwd):.1e} > tol {skw.get('tol')}, max_iter {skw.get('max_iter')}); their losses and gradients "
-                    f"use the solver's unconverged estimate of x_0. Raise it with solver_kwargs=dict(max_iter=...) "
-                    f"(Picard is exact after T + 1 = {T + 1} rounds)")
+                    f"{max(bad_fwd):.1e} > tol {skw.get('tol')}, {budget} rounds of {skw.get('solver')}); their losses and "
+                    f"gradients use the solver's unconverged estimate of x_0. Raise the budget with "
+                    f"solver_kwargs=dict(max_iter=...) (chain_newton and Picard are exact after T + 1 = {T + 1} rounds)")
     if bad_adj:
         msgs.append(f"the IFT adjoint solve (Eq. 19) did not converge in {len(bad_adj)} of {epochs} epochs (worst final "
                     f"residual {max(bad_adj):.1e}); raise it with backward_kwargs=dict(max_iter=...) or use solver='picard'")
@@ -182,22 +194,39 @@ def _warn_unconverged(bad_fwd, bad_adj, epochs, skw, bkw, T):
 
 def invert(eps_model, x_target:torch.Tensor, sched:DDIMSchedule, *, method:str="deq", grad:str="phantom",
            tau:float=0.1, k:int=1, lr:float=0.01, epochs:int=400, stop_loss:float|None=None,
-           noise:torch.Tensor|None=None, seed:int|None=None, init="ode", solver_kwargs:dict|None=None,
-           backward_kwargs:dict|None=None, warm_start:bool=True, max_batch:int|None=None,
-           progress:bool=True, callback=None) -> InversionResult:
-    """Find x_T whose DDIM sample is `x_target` (B, *dims): Algorithm 1 (`bptt`), Algorithm 2 (`deq`, `grad="phantom"`: Eq. 18;
-    `grad="ift"`: Eq. 15/19), Algorithm 4 (η > 0 schedule, noises fixed), or DDIM ODE inversion (`ode`, no optimisation).
-    Adam on x_T; the loss is Eq. (14) summed over the images; the best x_T of each image so far is kept and returned.
-    Stops early once every image's loss is <= `stop_loss` (or `callback(epoch, x_T, losses)` returns True).
-    If inner solves (the forward DEQ solve, or the IFT adjoint) do not converge, one `UserWarning` per call says in how
-    many epochs, the worst residual and how to raise `max_iter`."""
-    _check_args(method, grad, tau, k, lr, epochs, stop_loss, seed)
+           noise:torch.Tensor|None=None, generator:torch.Generator|None=None, seed:int|None=None, init="ode",
+           solver_kwargs:dict|None=None, backward_kwargs:dict|None=None, warm_start:bool=True,
+           max_batch:int|None=None, progress:bool=True, callback=None) -> InversionResult:
+    """Find the latent x_T whose DDIM sample is `x_target`: Algorithm 1 (`method="bptt"`), Algorithm 2 (`"deq"`, with
+    `grad="phantom"`: Eq. 18, or `grad="ift"`: Eq. 15/19), Algorithm 4 when `sched` has η > 0 (noises fixed), or DDIM
+    ODE inversion (`"ode"`, no optimisation). Adam on x_T; the loss is Eq. (14) per image, summed over the batch.
+
+    - `eps_model(x, t) -> eps`; `x_target`: (B, *dims) float32 or float64 (images in [-1, 1] for an image model);
+      `sched`: a `DDIMSchedule` of T steps.
+    - `tau` in (0, 1], `k` >= 1: damping and number of steps of the phantom gradient (Eq. 18, `grad="phantom"`).
+    - `lr` > 0: Adam's step size; `epochs` >= 1: at most this many epochs (one loss, one gradient, one step each);
+      `stop_loss`: stop once every image's Eq. (14) loss is <= `stop_loss`.
+    - `noise`: (T, B, *dims), the fixed noises ε_{1:T} of an η > 0 schedule; None draws them once.
+    - `generator`: the `torch.Generator` of every random draw (x_T for `init="random"`, the noises), drawn on its
+      device, then moved to x_target's. `seed`: an int, the same as `generator=torch.Generator().manual_seed(seed)`
+      (a CPU generator), so one seed gives the same x_T on every device. Pass one of the two, or neither.
+    - `init`: `"ode"` (DDIM ODE inversion), `"random"` (x_T ~ N(0, I), the paper's), or a tensor shaped like x_target.
+    - `solver_kwargs` update `DEQ_SOLVER` (the forward solve, `deq_sample`'s arguments); `backward_kwargs` update
+      `IFT_SOLVER` (the adjoint of `grad="ift"`, `ift_grad`'s); `warm_start`: start each solve from the previous
+      epoch's trajectory; `max_batch`: at most this many states per model call (same result, bounded memory).
+    - `progress`: a tqdm bar; `callback(epoch, x_T, losses)` after each epoch (losses: (B,)), returning True stops.
+
+    Returns an `InversionResult`: the best x_T of each image (x_target's dtype and device), the image `x_0` it
+    regenerates with the sequential sampler and its loss `final_loss`, the per-epoch `losses`, cumulative `seconds`.
+    Inner solves that stop above their tolerance give one `UserWarning` per call (epochs, worst residual, the fix)."""
+    tau, k, lr, epochs, stop_loss, seed = _check_args(method, grad, tau, k, lr, epochs, stop_loss, seed, generator)
+    _check_options(solver_kwargs, backward_kwargs, warm_start, max_batch, progress, callback)
     check_schedule(sched); _check_target(eps_model, x_target)
     stochastic = bool((sched.sigma != 0).any())
     if method == "ode" and stochastic:
         raise ValueError(f"method='ode' inverts the deterministic chain: use a schedule with eta=0, got eta={sched.eta}")
     dev = x_target.device
-    gen = torch.Generator(dev).manual_seed(seed) if seed is not None else None
+    gen = torch.Generator().manual_seed(seed) if seed is not None else generator     # a seed: CPU, the same everywhere
     model = ChunkedEps(eps_model, max_batch) if max_batch is not None else eps_model
     target = x_target.detach()
     noise = check_noise(noise, len(sched), target)
@@ -210,12 +239,13 @@ def invert(eps_model, x_target:torch.Tensor, sched:DDIMSchedule, *, method:str="
         return InversionResult(x_T, x_0, [float(l.sum())], [time.perf_counter() - t0], l[None], torch.zeros(len(l), dtype=torch.long),
                                l, method="ode", grad=None)
     skw = {**DEQ_SOLVER, **(solver_kwargs or {})}                             # forward solve settings
+    bkw = {**IFT_SOLVER, **(backward_kwargs or {})}                          # adjoint solve settings (grad="ift")
     x_T.requires_grad_(True)
     opt = torch.optim.Adam([x_T], lr=lr)
     best, best_loss = x_T.detach().clone(), torch.full((len(target),), math.inf, dtype=target.dtype, device=dev)
     best_epoch = torch.zeros(len(target), dtype=torch.long)
-    losses, seconds, image_losses, rounds, xs_prev, stopped = [], [], [], [], None, False
-    bad_fwd, bad_adj = [], []                                                 # residuals of unconverged inner solves
+    losses, seconds, image_losses, rounds, converged, xs_prev, stopped = [], [], [], [], [], None, False
+    bad_fwd, bad_adj, budget = [], [], None                                   # residuals of unconverged inner solves
     bar = tqdm(range(epochs), desc=f"invert ({method}{'/' + grad if method == 'deq' else ''})", disable=not progress)
     for epoch in bar:
         opt.zero_grad(set_to_none=True)
@@ -227,8 +257,8 @@ def invert(eps_model, x_target:torch.Tensor, sched:DDIMSchedule, *, method:str="
             with warnings.catch_warnings():                                   # counted here, reported once below
                 warnings.filterwarnings("ignore", message=r"(?i).*converg")
                 _, info = deq_sample(model, x_T.detach(), sched, noise=noise, init=init_xs, **skw)
-            xs, xs_prev = info.xs, info.xs
-            rounds.append(info.rounds)
+            xs, xs_prev, budget = info.xs, info.xs, info.max_iter
+            rounds.append(info.rounds); converged.append(bool(info.converged))
             if not info.converged: bad_fwd.append(float(info.residuals[-1]) if info.residuals else math.nan)
             if grad == "phantom":
                 with torch.enable_grad():
@@ -237,7 +267,7 @@ def invert(eps_model, x_target:torch.Tensor, sched:DDIMSchedule, *, method:str="
             else:
                 l = image_loss(xs[0], target)
                 g = torch.zeros_like(xs); g[0] = 2 * (xs[0] - target)        # ∂L/∂x*_0 of Eq. (14)
-                x_T.grad, bst = ift_grad(model, xs, x_T, sched, g, noise, **{**IFT_SOLVER, **(backward_kwargs or {})})
+                x_T.grad, bst = ift_grad(model, xs, x_T, sched, g, noise, **bkw)
                 if not bst.converged: bad_adj.append(float(bst.residuals[-1]) if bst.residuals else math.nan)
         l = l.detach()
         better = l < best_loss
@@ -250,7 +280,10 @@ def invert(eps_model, x_target:torch.Tensor, sched:DDIMSchedule, *, method:str="
         bar.set_postfix(loss=f"{losses[-1]:.3g}")
         if stop: stopped = True; break
     bar.close()
-    _warn_unconverged(bad_fwd, bad_adj, len(losses), skw, {**IFT_SOLVER, **(backward_kwargs or {})}, len(sched))
-    with torch.no_grad(): x_0 = ddim_sample(model, best, sched, noise)
+    _warn_unconverged(bad_fwd, bad_adj, len(losses), skw, budget, len(sched))
+    with torch.no_grad(): x_0 = ddim_sample(model, best, sched, noise)       # the returned x_T's image, sequentially
     return InversionResult(best, x_0, losses, seconds, torch.stack(image_losses), best_epoch, image_loss(x_0, target),
-                           method=method, grad=grad if method == "deq" else None, stopped_early=stopped, rounds=rounds, noise=noise)
+                           method=method, grad=grad if method == "deq" else None, stopped_early=stopped, rounds=rounds,
+                           converged=converged, noise=noise, tau=tau if method == "deq" and grad == "phantom" else None,
+                           k=k if method == "deq" and grad == "phantom" else None, lr=lr)
+
