@@ -374,9 +374,10 @@ def run_invert(args) -> dict:
     files = {**inversion_outputs(out_dir, res), targets[2]: encode_image(pair, targets[2])}
     paths = publish_outputs(files, args.force, make_dirs=True)
     mse = float(res.mse.mean())
-    print(f"best loss {min(res.losses):.4g} (Eq. 14, per-pixel MSE {mse:.2e}) after {res.epochs} epochs in {res.seconds[-1]:.1f} s")
+    loss = float(res.final_loss.sum())                                  # of the sequential sample of the returned x_T
+    print(f"loss {loss:.4g} (Eq. 14, per-pixel MSE {mse:.2e}) after {res.epochs} epochs in {res.seconds[-1]:.1f} s")
     for v in paths: print(f"wrote {v}")
-    return dict(loss=min(res.losses), mse=mse, epochs=res.epochs, seconds=res.seconds[-1], **{p.stem: str(p) for p in paths})
+    return dict(loss=loss, mse=mse, epochs=res.epochs, seconds=res.seconds[-1], **{p.stem: str(p) for p in paths})
 
 # %% ../nbs/11_cli.ipynb #db5813b4
 def add_bench_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
