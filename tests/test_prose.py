@@ -24,7 +24,7 @@ MINUS = str.maketrans({"−": "-", "–": "-", "—": "-", "\u202f": " ", "\u00a
 
 # --- what counts as a quoted number -----------------------------------------------------------------------------------
 _REF_WORDS = (r"(?:Eqs?|Equations?|Figs?|Figures?|Tables?|Tabs?|§|Sections?|Sec|Lectures?|Algorithms?|Alg|Appendix|"
-              r"Appendices|[Ee]xercises?|[Nn]otebooks?|[Ss]teps?|[Pp]art|[Cc]hapter|Lemma|Theorem|Prop)")
+              r"Appendices|[Ee]xercises?|[Nn]otebooks?|[Ll]essons?|[Ss]teps?|[Pp]art|[Cc]hapter|Lemma|Theorem|Prop)")
 _NUMREF = r"\(?\s*[0-9]+[a-z]?\s*\)?"
 _REF = re.compile(_REF_WORDS + r"\.?\s*" + _NUMREF + r"(?:\s*(?:[,/–\-→]|->|and|to|&|or)?\s*(?:and\s+)?" + _NUMREF + r")*")
 _NUM = re.compile(
