@@ -1,4 +1,4 @@
-"""Interactive explorers (ipywidgets) over small pure functions: watch all $T$ states converge round by round, slide η for DEQ-sDDIM from fixed noises, and replay an inversion.
+"""Explorers over small pure functions: watch all $T$ states converge round by round, slide η for DEQ-sDDIM from fixed noises, and replay an inversion. Live in Jupyter (ipywidgets), and on this page from precomputed frames, without a kernel.
 
 Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/widgets.html.md"""
 
@@ -6,6 +6,8 @@ Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/widgets.html.md"""
 
 # %% ../nbs/10_widgets.ipynb #74a64bc9
 from __future__ import annotations
+import base64
+import html
 import io
 import math
 from dataclasses import dataclass
@@ -15,15 +17,17 @@ import matplotlib
 import matplotlib.pyplot as plt
 from .schedules import DDIMSchedule
 from .ddim import ddim_sample, draw_noise
-from .deq import deq_sample, INITS
+from .deq import deq_sample, INITS, HISTORY_SOLVERS
 from .solvers import get_solver
 from .toy import digits_eps
 
 # %% auto #0
-__all__ = ['default_model', 'default_noise', 'solve_snapshots', 'state_indices', 'to_unit', 'latent_grid', 'pick_rounds',
-           'plot_residuals', 'plot_solver_snapshots', 'png_bytes', 'fig_png', 'rel_err', 'solver_explorer',
-           'eta_samples', 'plot_eta_samples', 'eta_explorer', 'InversionRecord', 'inversion_frame', 'plot_inversion',
-           'record_inversion', 'inversion_viewer']
+__all__ = ['SOLVER_CHOICES', 'default_model', 'default_noise', 'solve_snapshots', 'state_indices', 'to_unit', 'latent_grid',
+           'pick_rounds', 'plot_residuals', 'plot_solver_snapshots', 'png_bytes', 'fig_png', 'rel_err',
+           'solver_explorer', 'Frame', 'StaticExplorer', 'png_uri', 'curve_svg', 'explorer_html', 'explorer_group',
+           'solver_frames', 'static_solver_explorer', 'eta_samples', 'plot_eta_samples', 'eta_explorer',
+           'static_eta_explorer', 'InversionRecord', 'inversion_frame', 'plot_inversion', 'record_inversion',
+           'inversion_viewer', 'static_inversion_viewer']
 
 # %% ../nbs/10_widgets.ipynb #d35281c1
 _MODELS = {}
@@ -39,16 +43,18 @@ def default_noise(model=None, batch:int=4, seed:int=0, dtype=torch.float64) -> t
     shape = tuple(model.config["sample_shape"])
     return torch.randn((batch, *shape), dtype=dtype, generator=torch.Generator().manual_seed(seed))
 
-def solve_snapshots(model, x_T:torch.Tensor, T:int=20, skip:str="uniform", init="x_T", solver:str="anderson",
-                    max_iter:int=30, *, tol:float=1e-6, eta:float=0.0, noise:torch.Tensor|None=None, m:int=5):
+def solve_snapshots(model, x_T:torch.Tensor, T:int=20, skip:str="uniform", init="x_T", solver:str="auto",
+                    max_iter:int|None=None, *, tol:float=1e-6, eta:float=0.0, noise:torch.Tensor|None=None,
+                    m:int|None=None):
     "Run `deq_sample` and keep f(z) of every round: returns (snapshots (rounds, T, B, *dims), residuals list)."
     if init not in INITS: raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    get_solver(solver)                                                    # raises on an unknown name
+    if solver != "auto": get_solver(solver)                              # raises on an unknown name
     sched = DDIMSchedule.make(T, skip=skip, eta=eta)
     snaps = []
     def keep(k, z, fz, res): snaps.append(fz.detach().clone())            # fz[i] is state x_i: (T, B, *dims)
-    _, info = deq_sample(model, x_T, sched, solver=solver, max_iter=max_iter, tol=tol, m=m, init=init,
-                         noise=noise, callback=keep)
+    kw = {} if m is None else dict(m=m)                                   # a history length only for Anderson, Broyden
+    _, info = deq_sample(model, x_T, sched, solver=solver, max_iter=max_iter, tol=tol, init=init,
+                         noise=noise, callback=keep, **kw)
     return torch.stack(snaps), list(info.residuals)
 
 # %% ../nbs/10_widgets.ipynb #665f16d7
@@ -124,8 +130,10 @@ def fig_png(fig) -> bytes:
 def rel_err(a:torch.Tensor, b:torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
 
+SOLVER_CHOICES = ("auto", "anderson", "picard", "broyden")
+
 def solver_explorer(model=None, x_T:torch.Tensor|None=None, *, T:int=20, skip:str="uniform", init:str="x_T",
-                    solver:str="anderson", max_iter:int=20, every:int=2, batch:int=3):
+                    solver:str="auto", max_iter:int=30, every:int=2, batch:int=3):
     "ipywidgets panel over `solve_snapshots` and `latent_grid`. Returns the panel (a VBox); `.state` holds the data."
     import ipywidgets as W
     model = default_model() if model is None else model
@@ -135,8 +143,8 @@ def solver_explorer(model=None, x_T:torch.Tensor|None=None, *, T:int=20, skip:st
     w_T = W.Dropdown(options=[5, 10, 20, 50, 100], value=T, description="T", style=style)
     w_skip = W.Dropdown(options=["uniform", "quad"], value=skip, description="timesteps", style=style)
     w_init = W.Dropdown(options=list(INITS), value=init, description="init", style=style)
-    w_solver = W.Dropdown(options=["anderson", "picard", "broyden"], value=solver, description="solver", style=style)
-    w_iter = W.IntSlider(value=max_iter, min=1, max=100, description="max rounds", style=style, continuous_update=False)
+    w_solver = W.Dropdown(options=list(SOLVER_CHOICES), value=solver, description="solver", style=style)
+    w_iter = W.IntSlider(value=max_iter, min=1, max=120, description="max rounds", style=style, continuous_update=False)
     w_round = W.IntSlider(value=1, min=1, max=1, description="round", style=style)
     w_every = W.IntSlider(value=every, min=1, max=20, description="every", style=style)
     img, curve, readout = W.Image(format="png"), W.Image(format="png"), W.HTML()
@@ -166,6 +174,129 @@ def solver_explorer(model=None, x_T:torch.Tensor|None=None, *, T:int=20, skip:st
     panel.state, panel.controls = state, dict(T=w_T, skip=w_skip, init=w_init, solver=w_solver, max_iter=w_iter,
                                               round=w_round, every=w_every, image=img, curve=curve, readout=readout)
     return panel
+
+# %% ../nbs/10_widgets.ipynb #c1d2e3f4
+@dataclass
+class Frame:
+    "One precomputed frame of a kernel-free explorer: images (data: URIs of pictures without text) and a readout."
+    images: list
+    readout: str
+
+class StaticExplorer:
+    "HTML that shows itself in Jupyter and on a static page (`_repr_html_`); `frames` holds what each frame shows."
+    def __init__(self, html_text:str, frames:dict):
+        self.html, self.frames = html_text, frames
+    def _repr_html_(self): return self.html
+    def __repr__(self):
+        return (f"StaticExplorer({len(self.frames)} configuration{'s' if len(self.frames) != 1 else ''}, "
+                f"{sum(len(f) for f in self.frames.values())} frames)")
+
+def png_uri(img:np.ndarray) -> str:
+    "A [0, 1] grey (H, W) array as a data: URI of an 8-bit grey PNG at one pixel per pixel (the page enlarges it)."
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(np.asarray(img, dtype=float), 0, 1) * 255).round().astype(np.uint8), mode="L").save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+def _frame_attr(i:int, shown:int) -> str:
+    return f'data-frame="{i}"' + ("" if i == shown else ' style="display:none"')
+
+def curve_svg(ys, xs=None, *, shown:int|None=None, xlabel:str="round k", ylabel:str="relative residual",
+              width:int=380, height:int=220, tol:float|None=None) -> str:
+    "A small log-scale line chart as SVG text (12 px labels), with one marker per point of which only `shown` is visible."
+    ys = np.maximum(np.asarray(ys, dtype=float), 1e-300)
+    xs = np.arange(1, len(ys) + 1) if xs is None else np.asarray(xs, dtype=float)
+    shown = len(ys) - 1 if shown is None else shown
+    L, R, Tp, B = 62, 14, 12, 44                                          # margins: left, right, top, bottom
+    lo, hi = math.floor(np.log10(ys).min()), math.ceil(np.log10(ys).max())
+    hi = hi if hi > lo else lo + 1
+    x0, x1 = float(xs.min()), float(xs.max()) if xs.max() > xs.min() else float(xs.min()) + 1
+    X = lambda x: L + (x - x0) / (x1 - x0) * (width - L - R)
+    Y = lambda y: Tp + (hi - np.log10(y)) / (hi - lo) * (height - Tp - B)
+    out = [f'<svg class="deq-curve" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" style="max-width:100%;height:auto" role="img" '
+           f'aria-label="{html.escape(ylabel)} against {html.escape(xlabel)}" font-family="sans-serif" font-size="12">']
+    out.append(f'<rect x="{L}" y="{Tp}" width="{width - L - R}" height="{height - Tp - B}" fill="none" stroke="#888"/>')
+    step = max(1, math.ceil((hi - lo) / 5))
+    for e in range(lo, hi + 1, step):                                     # y ticks at powers of ten
+        y = Tp + (hi - e) / (hi - lo) * (height - Tp - B)
+        out.append(f'<line x1="{L - 4}" x2="{L}" y1="{y:.1f}" y2="{y:.1f}" stroke="#888"/>'
+                   f'<text x="{L - 7}" y="{y + 4:.1f}" text-anchor="end">1e{e}</text>')
+    ticks = sorted(set(np.linspace(x0, x1, min(6, len(xs))).round().astype(int).tolist()))
+    for t in ticks:
+        out.append(f'<line x1="{X(t):.1f}" x2="{X(t):.1f}" y1="{height - B}" y2="{height - B + 4}" stroke="#888"/>'
+                   f'<text x="{X(t):.1f}" y="{height - B + 17}" text-anchor="middle">{t}</text>')
+    out.append(f'<text x="{(L + width - R) / 2:.1f}" y="{height - 8}" text-anchor="middle">{html.escape(xlabel)}</text>')
+    out.append(f'<text transform="translate(14 {(Tp + height - B) / 2:.1f}) rotate(-90)" text-anchor="middle">{html.escape(ylabel)}</text>')
+    if tol is not None and lo <= math.log10(tol) <= hi:
+        out.append(f'<line x1="{L}" x2="{width - R}" y1="{Y(tol):.1f}" y2="{Y(tol):.1f}" stroke="#999" stroke-dasharray="4 3"/>')
+    pts = " ".join(f"{X(x):.1f},{Y(y):.1f}" for x, y in zip(xs, ys))
+    out.append(f'<polyline points="{pts}" fill="none" stroke="#3f51b5" stroke-width="1.5"/>')
+    out += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="2.2" fill="#3f51b5"/>' for x, y in zip(xs, ys)]
+    out += [f'<circle {_frame_attr(i, shown)} cx="{X(x):.1f}" cy="{Y(y):.1f}" r="6" fill="none" stroke="#d32f2f" stroke-width="2"/>'
+            for i, (x, y) in enumerate(zip(xs, ys))]
+    return "".join(out) + "</svg>"
+
+# the slider shows frame k: every element of this explorer with data-frame="k", and hides the others
+_ON_INPUT = ("var k=this.value,e=this.closest('.deq-explorer');e.querySelectorAll('[data-frame]').forEach("
+             "function(f){f.style.display=f.getAttribute('data-frame')===k?'':'none'})")
+_ON_CHANGE = ("var v=this.value,g=this.closest('.deq-explorer-group');g.querySelectorAll('.deq-explorer').forEach("
+              "function(e){e.style.display=e.getAttribute('data-config')===v?'':'none'})")
+
+def explorer_html(frames:list, *, label:str, shown:int|None=None, figure:str="", width:int=400, config:str="",
+                  visible:bool=True, alt:str="") -> str:
+    "One kernel-free explorer: a range slider over `frames` (images side by side, then the readout) and `figure`."
+    n = len(frames)
+    if n == 0: raise ValueError("frames is empty")
+    shown = n - 1 if shown is None else shown
+    out = [f'<div class="deq-explorer" data-config="{html.escape(config)}" '
+           f'style="margin:.5em 0{"" if visible else ";display:none"}">',
+           f'<label style="display:block;margin:.2em 0">{html.escape(label)} '
+           f'<input type="range" min="0" max="{n - 1}" step="1" value="{shown}" aria-label="{html.escape(label)}" '
+           f'oninput="{html.escape(_ON_INPUT)}" style="width:min(22rem,90%);vertical-align:middle"></label>']
+    for i, f in enumerate(frames):
+        imgs = "".join(f'<img src="{u}" alt="{html.escape(alt)}" data-text="none" style="width:{width // len(f.images)}px;'
+                       f'max-width:{100 // len(f.images) - 2}%;image-rendering:pixelated;margin-right:6px;'
+                       f'vertical-align:middle;border:1px solid #ccc">' for u in f.images)
+        out.append(f'<div {_frame_attr(i, shown)}><div>{imgs}</div>'
+                   f'<p class="deq-readout" style="margin:.3em 0;font-family:monospace;font-size:.85em">'
+                   f'{html.escape(f.readout)}</p></div>')
+    if figure: out.append(f'<div>{figure}</div>')
+    return "".join(out) + "</div>"
+
+def explorer_group(explorers:dict, *, label:str, value:str) -> str:
+    "Several explorers behind a drop-down: only the chosen one shows."
+    opts = "".join(f'<option value="{html.escape(k)}"{" selected" if k == value else ""}>{html.escape(k)}</option>'
+                   for k in explorers)
+    body = "".join(explorers.values())
+    return (f'<div class="deq-explorer-group"><label>{html.escape(label)} <select aria-label="{html.escape(label)}" '
+            f'onchange="{html.escape(_ON_CHANGE)}">{opts}</select></label>{body}</div>')
+
+# %% ../nbs/10_widgets.ipynb #d1e2f3a4
+def solver_frames(model, x_T:torch.Tensor, *, T:int=20, solver:str="auto", init:str="x_T", every:int=2,
+                  max_iter:int|None=None, tol:float=1e-6, skip:str="uniform", b:int=0) -> tuple[list, list]:
+    "Every round of one solve of the batch `x_T` as a `Frame` (image `b`'s states, the readout); returns (frames, residuals)."
+    snaps, res = solve_snapshots(model, x_T, T, skip, init, solver, max_iter, tol=tol)
+    ref = ddim_sample(model, x_T, DDIMSchedule.make(T, skip=skip))
+    frames = [Frame([png_uri(latent_grid(snaps[k][:, b:b + 1], every, x_T[b:b + 1]))],
+                    f"round {k + 1} of {len(res)}: relative residual {res[k]:.1e}, "
+                    f"x_0 vs sequential DDIM {rel_err(snaps[k][0], ref):.1e}") for k in range(len(res))]
+    return frames, res
+
+def static_solver_explorer(model=None, x_T:torch.Tensor|None=None, *, T:int=20, solvers=("auto", "anderson", "picard"),
+                           init:str="x_T", every:int=2, tol:float=1e-6, batch:int=3) -> StaticExplorer:
+    "The solver explorer without a kernel: a solver drop-down and a round slider over precomputed frames."
+    model = default_model() if model is None else model
+    x_T = default_noise(model, batch) if x_T is None else x_T
+    parts, frames = {}, {}
+    for i, s in enumerate(solvers):
+        fr, res = solver_frames(model, x_T, T=T, solver=s, init=init, every=every, tol=tol,
+                                max_iter=T + 1 if s == "picard" else None)
+        frames[s] = fr
+        w = 5 * latent_grid(torch.zeros(T, 1, *x_T.shape[1:]), every, x_T[:1]).shape[1]
+        parts[s] = explorer_html(fr, label="round", figure=curve_svg(res, tol=tol), width=w, config=s, visible=i == 0,
+                                 alt=f"states x_T (left) to x_0 (right), {s}")
+    return StaticExplorer(explorer_group(parts, label="solver", value=solvers[0]), frames)
 
 # %% ../nbs/10_widgets.ipynb #2a79310d
 def eta_samples(model, x_T:torch.Tensor, etas=(0.0, 0.2, 0.5, 1.0), *, T:int=20, skip:str="uniform",
@@ -216,6 +347,24 @@ def eta_explorer(model=None, x_T:torch.Tensor|None=None, *, T:int=20, noise_seed
     panel = W.VBox([W.HBox([w_eta, w_seed]), readout, img])
     panel.state, panel.controls = state, dict(eta=w_eta, seed=w_seed, image=img, readout=readout)
     return panel
+
+# %% ../nbs/10_widgets.ipynb #c4d5e6f7
+def static_eta_explorer(model=None, x_T:torch.Tensor|None=None, *, etas=None, T:int=20, noise_seed:int=1,
+                        batch:int=3) -> StaticExplorer:
+    "The η explorer without a kernel: an η slider over precomputed frames (x_T, DEQ-sDDIM x_0, sequential x_0)."
+    model = default_model() if model is None else model
+    x_T = default_noise(model, batch) if x_T is None else x_T
+    etas = [round(0.1 * i, 1) for i in range(11)] if etas is None else [float(e) for e in etas]
+    deq, seq, infos = eta_samples(model, x_T, etas, T=T, noise_seed=noise_seed)
+    frames = []
+    for e, d, s, info in zip(etas, deq, seq, infos):
+        grid = latent_grid(torch.stack([x_T.to(d.dtype), d, s]))          # columns x_T, DEQ, sequential; rows images
+        frames.append(Frame([png_uri(grid)], f"η = {e:.1f}: columns x_T, DEQ-sDDIM x_0 ({info.rounds} rounds), "
+                                            f"sequential sDDIM x_0; difference {rel_err(d, s):.1e}"))
+    d0 = [rel_err(d, deq[0]) for d in deq]
+    fig = curve_svg(np.maximum(d0, 1e-16), xs=etas, shown=0, xlabel="η", ylabel="distance to η = 0")
+    return StaticExplorer(explorer_html(frames, label="η", shown=0, figure=fig, width=150,
+                                        alt="x_T, DEQ-sDDIM x_0 and sequential x_0 per image"), {"eta": frames})
 
 # %% ../nbs/10_widgets.ipynb #cc11fcea
 @dataclass
@@ -272,3 +421,16 @@ def inversion_viewer(x_target:torch.Tensor, records:list):
     panel = W.VBox([w_ep, img])
     panel.controls = dict(epoch=w_ep, image=img)
     return panel
+
+# %% ../nbs/10_widgets.ipynb #a8b9c0d1
+def static_inversion_viewer(x_target:torch.Tensor, records:list, b:int=0) -> StaticExplorer:
+    "The inversion viewer without a kernel: an epoch slider over the records (target, regeneration, loss curve)."
+    if not records: raise ValueError("records is empty: run an inversion first (see record_inversion)")
+    recs = sorted(records, key=lambda r: r.epoch)
+    target = png_uri(latent_grid(x_target[b][None, None]))
+    frames = [Frame([target, png_uri(latent_grid(r.x_0[b][None, None]))], f"epoch {r.epoch}: loss {r.loss:.3g}")
+              for r in recs]
+    fig = curve_svg([r.loss for r in recs], xs=[r.epoch for r in recs], xlabel="epoch", ylabel="loss")
+    return StaticExplorer(explorer_html(frames, label="epoch", figure=fig, width=200,
+                                        alt="the target (left) and its regeneration at this epoch (right)"),
+                          {"inversion": frames})

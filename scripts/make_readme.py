@@ -1,8 +1,9 @@
 """Write README.md from nbs/index.ipynb (nbdev's `nbdev-readme` needs Quarto, which these machines cannot install).
 
 Markdown cells are copied, code cells become ```python blocks with their text output; images and hidden cells are left
-out; a project-layout section and the two commands (from .ci/commands.md) are appended. `--check` exits 1 if README.md
-is out of date (a test runs it).
+out. Links to notebooks point into nbs/, links to pages that only the website has (the API reference) to the published
+site. The home page ends with the project layout and the two commands, so the README does too. `--check` exits 1 if
+README.md is out of date (a test runs it).
 """
 import json
 import re
@@ -10,6 +11,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def site_url() -> str:
+    "The published site (pyproject's Homepage), ending with a slash."
+    text = (ROOT / "pyproject.toml").read_text()
+    m = re.search(r'^(?:Documentation|Homepage)\s*=\s*"([^"]+)"', text, re.M)
+    url = m.group(1) if m else ""
+    return url if url.endswith("/") else url + "/"
 
 
 def render() -> str:
@@ -29,8 +38,8 @@ def render() -> str:
         if text.strip(): out.append("```\n" + text.rstrip() + "\n```")
     body = "\n\n".join(out)
     body = re.sub(r"\]\((?!https?:|nbs/)([^)]+\.ipynb)\)", r"](nbs/\1)", body)   # notebook links, relative to the repo
-    tail = (ROOT / ".ci" / "commands.md").read_text().strip()
-    return f"<!-- generated from nbs/index.ipynb by scripts/make_readme.py; do not edit -->\n\n{body}\n\n{tail}\n"
+    body = re.sub(r"\]\((?!https?:)([\w-]+\.html(?:#[^)]*)?)\)", lambda m: f"]({site_url()}{m.group(1)})", body)
+    return f"<!-- generated from nbs/index.ipynb by scripts/make_readme.py; do not edit -->\n\n{body}\n"
 
 
 if __name__ == "__main__":

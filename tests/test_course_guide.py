@@ -1,6 +1,8 @@
 """The course guide tells the truth: every notebook it names exists, every exercise it assigns ("exercises 2 and 3 of 04")
-exists as a `**n.**` markdown cell of that notebook, it plans four lectures with reading and live notebooks, names
-the handout command, and quotes no agreement figure that the pages do not print."""
+exists as a `**n.**` markdown cell of that notebook and every lesson with exercises gets homework, it plans four
+lectures with reading and live notebooks, names the handout command, installs for students only what they need, shows
+the recorded run times, runs from an empty folder (it reads no notebook), and quotes no agreement figure that the pages
+do not print. (Its lecture order against the site's navigation: tests/test_site.py.)"""
 import json
 import re
 from pathlib import Path
@@ -98,3 +100,43 @@ def test_handout_command_and_slides_decision(guide):
 
 def test_no_agreement_figure_the_pages_do_not_print(guide):
     assert not re.search(r"10⁻⁶|10\^\{?-6\}?|1e-6|1e-06", guide)
+
+
+def _lessons() -> list[Path]:
+    return sorted(p for p in NBS.glob("[0-9][0-9]_*.ipynb") if int(p.name[:2]) < 90)
+
+
+def test_every_lesson_with_exercises_gets_homework(guide):
+    assigned = {prefix for _, prefix in ASSIGN.findall(guide)}
+    left = [p.stem for p in _lessons() if _exercise_numbers(p) and p.name[:2] not in assigned]
+    assert not left, f"lessons with exercises but no homework in the guide: {left}"
+
+
+def test_students_install_only_what_they_need(guide):
+    assert "pip install -e ." in guide and "torch==2.13.0" in guide
+    assert not re.search(r"\[dev\]|\[docs\]", guide), "students need the package and Jupyter, not the dev extras"
+
+
+def test_run_times_are_the_recorded_ones(guide):
+    import csv
+    from deq_ddim_nb.files import recorded
+    rows = [r for r in csv.DictReader(open(recorded("notebook_times.csv"))) if (NBS / f"{r['notebook']}.ipynb").exists()]
+    assert rows
+    for r in rows: assert f"| {r['notebook']} | {r['wall_s']} | {r['cpu_s']} |" in guide, r
+    for p in NBS.glob("*.ipynb"):                                          # every notebook has a row, timed or not
+        if not p.name.startswith("_"): assert re.search(rf"^\| {p.stem} \|", guide, re.M), p.stem
+    slowest = max(rows, key=lambda r: int(r["wall_s"]))
+    assert f"Slowest: {slowest['notebook']} ({slowest['wall_s']} s)" in guide
+
+
+def test_guide_runs_from_an_empty_folder():
+    "The guide's code reads no notebook (a student runs it alone, with only the package); its lists match nbs/."
+    nb = json.loads(GUIDE.read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert not re.search(r"\.ipynb\"\)\.read|glob\(|Path\(\"\.\"\)|open\([^)]*ipynb", code), "the guide reads notebook files"
+    appendix = re.search(r"APPENDIX = (\[[^\]]*\])", code)
+    assert appendix and eval(appendix.group(1)) == sorted(p.stem for p in NBS.glob("9[0-9]_*.ipynb"))
+
+
+def test_no_build_or_test_flags(guide):
+    assert not re.search(r"\b(IN_TEST|RUN_SLOW|nbdev-test|nbdev_test)\b", guide)

@@ -116,3 +116,72 @@ def test_solver_explorer_slider_in_jupyterlab(lab):
             raise
         finally:
             browser.close()
+
+
+# --- the kernel-free explorers: no server, no kernel --------------------------------------------------------------------
+
+def _png_array(uri: str):
+    import base64, io
+    import numpy as np
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))), dtype=float) / 255
+
+
+def test_kernel_free_frames_end_at_the_sequential_sample():
+    "The last Picard frame shows the sequential DDIM x_0 (ground truth), to the PNG's 8-bit precision."
+    import torch
+    torch.set_num_threads(1)
+    from deq_ddim_nb.ddim import ddim_sample
+    from deq_ddim_nb.schedules import DDIMSchedule
+    from deq_ddim_nb.widgets import default_model, default_noise, solver_frames, to_unit
+    model = default_model(); x_T = default_noise(model, 2)
+    frames, res = solver_frames(model, x_T, T=6, solver="picard", max_iter=7, every=1, b=1)
+    assert len(frames) == len(res) <= 7 and frames[-1].readout.startswith(f"round {len(res)} of {len(res)}")
+    x0 = ddim_sample(model, x_T, DDIMSchedule.make(6))[1, 0]                    # image b=1, its one channel
+    img = _png_array(frames[-1].images[0])
+    assert abs(img[:, -8:] - to_unit(x0)).max() <= 0.5 / 255 + 1e-9          # the last column is x_0
+    assert abs(img[:, :8] - to_unit(x_T[1, 0])).max() <= 0.5 / 255 + 1e-9     # the first is x_T
+    first = _png_array(frames[0].images[0])
+    assert abs(first[:, -8:] - to_unit(x0)).max() > 0.05                        # round 1 is not there yet
+
+
+def test_kernel_free_explorers_move_without_a_kernel():
+    "Each explorer's slider shows another frame and moves the marker on its curve; the solver menu swaps explorers."
+    if not CHROMIUM.exists(): pytest.skip("/usr/bin/chromium is missing (apt-get install -y chromium)")
+    sync_playwright = pytest.importorskip("playwright.sync_api", reason="needs playwright (docs extra)").sync_playwright
+    import torch
+    torch.set_num_threads(1)
+    from deq_ddim_nb.widgets import (InversionRecord, default_model, default_noise, static_eta_explorer,
+                                     static_inversion_viewer, static_solver_explorer)
+    model = default_model(); x_T = default_noise(model, 2)
+    records = [InversionRecord(e, torch.rand(1, 1, 8, 8) * 2 - 1, 10.0 / (e + 1)) for e in range(0, 12, 3)]
+    parts = [static_solver_explorer(model, x_T, T=6), static_eta_explorer(model, x_T, etas=[0.0, 0.5, 1.0], T=6),
+             static_inversion_viewer(torch.rand(1, 1, 8, 8) * 2 - 1, records)]
+    html = "<!doctype html><meta charset='utf-8'><body>" + "".join(p._repr_html_() for p in parts) + "</body>"
+    state = """i => { const e = Array.from(document.querySelectorAll('.deq-explorer')).filter(x => x.checkVisibility())[i];
+      const f = Array.from(e.querySelectorAll('div[data-frame]')).filter(x => x.checkVisibility());
+      const m = Array.from(e.querySelectorAll('svg [data-frame]')).filter(x => getComputedStyle(x).display !== 'none');
+      return {frames: f.map(x => x.dataset.frame), readout: f.map(x => x.innerText).join(), src: f.map(x => Array.from(x.querySelectorAll('img')).map(i => i.src).join()).join(),
+              marker: m.map(x => x.getAttribute('data-frame')).join()}; }"""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.set_content(html)
+            n = page.evaluate("() => Array.from(document.querySelectorAll('.deq-explorer')).filter(x => x.checkVisibility()).length")
+            assert n == 3
+            for i in range(n):
+                before = page.evaluate(state, i)
+                slider = page.locator(".deq-explorer:visible input[type=range]").nth(i)
+                key = "ArrowLeft" if slider.input_value() != "0" else "ArrowRight"
+                slider.focus(); slider.press(key)
+                after = page.evaluate(state, i)
+                assert len(before["frames"]) == len(after["frames"]) == 1 and after["frames"] != before["frames"]
+                assert after["readout"] != before["readout"] and after["marker"] == after["frames"][0]
+                assert after["src"] != before["src"]                                  # the picture changed
+            page.locator(".deq-explorer-group select").select_option("picard")
+            shown = page.evaluate("() => Array.from(document.querySelectorAll('.deq-explorer-group .deq-explorer'))"
+                                  ".filter(e => e.checkVisibility()).map(e => e.dataset.config)")
+            assert shown == ["picard"]
+        finally:
+            browser.close()
