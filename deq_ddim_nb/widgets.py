@@ -23,7 +23,7 @@ from .toy import digits_eps
 
 # %% auto #0
 __all__ = ['SOLVER_CHOICES', 'default_model', 'default_noise', 'solve_snapshots', 'state_indices', 'to_unit', 'latent_grid',
-           'pick_rounds', 'plot_residuals', 'plot_solver_snapshots', 'png_bytes', 'fig_png', 'rel_err',
+           'pick_rounds', 'plot_residuals', 'plot_solver_snapshots', 'array_png', 'fig_png', 'rel_err',
            'solver_explorer', 'Frame', 'StaticExplorer', 'png_uri', 'curve_svg', 'explorer_html', 'explorer_group',
            'solver_frames', 'static_solver_explorer', 'eta_samples', 'plot_eta_samples', 'eta_explorer',
            'static_eta_explorer', 'InversionRecord', 'inversion_frame', 'plot_inversion', 'record_inversion',
@@ -115,7 +115,7 @@ def plot_solver_snapshots(snapshots:torch.Tensor, residuals, every:int=4, x_T:to
     return fig
 
 # %% ../nbs/10_widgets.ipynb #cb895faf
-def png_bytes(img:np.ndarray, scale:int=6) -> bytes:
+def array_png(img:np.ndarray, scale:int=6) -> bytes:
     "A [0, 1] grey (H, W) or RGB (H, W, 3) array as PNG bytes, nearest-neighbour upscaled by `scale`."
     img = np.clip(np.asarray(img, dtype=float), 0, 1).repeat(scale, 0).repeat(scale, 1)
     buf = io.BytesIO()
@@ -153,7 +153,7 @@ def solver_explorer(model=None, x_T:torch.Tensor|None=None, *, T:int=20, skip:st
     def redraw(*_):
         k = w_round.value - 1
         snaps, res = state["snaps"], state["res"]
-        img.value = png_bytes(latent_grid(snaps[k], w_every.value, x_T))
+        img.value = array_png(latent_grid(snaps[k], w_every.value, x_T))
         fig, ax = plt.subplots(figsize=(4.2, 2.4)); plot_residuals(res, ax, mark=k); fig.tight_layout()
         curve.value = fig_png(fig)
         readout.value = (f"<span class='deq-readout'>round {k + 1} of {len(res)}: relative residual {res[k]:.2e}, "
@@ -339,7 +339,7 @@ def eta_explorer(model=None, x_T:torch.Tensor|None=None, *, T:int=20, noise_seed
         deq, seq, infos = eta_samples(model, x_T, [w_eta.value], T=T, noise_seed=w_seed.value)
         state.update(deq=deq[0], seq=seq[0], info=infos[0])
         both = torch.stack([x_T.to(deq.dtype), deq[0], seq[0]])          # columns x_T, DEQ, sequential: (3, B, ...)
-        img.value = png_bytes(latent_grid(both))
+        img.value = array_png(latent_grid(both))
         readout.value = (f"<span class='deq-readout'>η = {w_eta.value:.1f}: columns x_T, DEQ-sDDIM x_0 "
                          f"({infos[0].rounds} rounds), sequential sDDIM x_0; difference {rel_err(deq[0], seq[0]):.1e}</span>")
     for w in (w_eta, w_seed): w.observe(update, names="value")

@@ -402,7 +402,7 @@ def api_markdown(info: dict, api: list[dict] | None = None) -> str:
         mod = importlib.import_module(f"{PACKAGE}.{m}")
         lines += [f"## `{PACKAGE}.{m}` {{#{PACKAGE}.{m}}}", ""]
         if pg: lines += [f'<p class="deq-api-taught">Written and taught in <a href="{pg["stem"]}.html">{html.escape(pg["title"])}</a>.</p>', ""]
-        mdoc = inspect.getdoc(mod)
+        mdoc = re.sub(r"\n*Docs: https?://\S+\s*$", "", inspect.getdoc(mod) or "")   # nbdev's link to the Quarto page
         if mdoc: lines += [_doc_html(mdoc), ""]
         for e in (e for e in api if e["module"] == m):
             level = "####" if e["kind"] == "method" else "###"
