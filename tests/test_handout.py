@@ -241,7 +241,7 @@ def test_handout_writes_the_lessons_and_a_readme(toy_dir, tmp_path):
     assert "| 00_toy.ipynb | 2 |" in readme and "| 01_plain.ipynb | – |" in readme
     # what a student installs: the package (with diffusers, which a lesson compares with) and fastcore, torch's CPU build first
     assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in readme
-    assert '.venv/bin/pip install "deq-ddim-nb[diffusers]" fastcore' in readme
+    assert '.venv/bin/pip install "deq-ddim-nb[diffusers]"' in readme
     assert not re.search(r"\[dev\]|mkdocs|playwright|zizmor|-e \.", readme)
     assert "NotAnswered" in readme and "jupyter lab" in readme
 
@@ -313,12 +313,13 @@ def test_an_interrupted_or_failed_handout_leaves_nothing_behind(toy_dir, tmp_pat
 
 def test_command_line(toy_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "deq_ddim_nb.classroom", str(tmp_path / "out"), "--nbs", str(toy_dir)]
+    cmd = [sys.executable, "-m", "deq_ddim_nb.cli", "handout", str(tmp_path / "out"), "--nbs", str(toy_dir)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == [str(tmp_path / "out" / n) for n in ("00_toy.ipynb", "01_plain.ipynb", "README.md")]
+    assert r.stdout.splitlines() == [f"wrote {tmp_path / 'out' / n}" for n in ("00_toy.ipynb", "01_plain.ipynb", "README.md")] + \
+        [f"3 files in {tmp_path / 'out'}"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 1 and "overwrite" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "--force" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_deq_ddim_handout_refuses_a_fifo_and_a_dangling_link_without_force(tmp_path):
