@@ -139,7 +139,7 @@ def compare_text(stored: str, fresh: str) -> str | None:
     return None
 
 
-_TEXT_KINDS = ("text/plain", "text/markdown", "text/latex")
+_TEXT_KINDS = ("text/markdown", "text/latex", "text/plain")   # a Markdown object's text/plain is only its repr
 _IMAGE_KINDS = ("image/png", "image/svg+xml", "image/jpeg")
 _WIDGET = "application/vnd.jupyter.widget-view+json"
 

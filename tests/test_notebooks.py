@@ -42,6 +42,9 @@ def test_the_comparison_fails_on_a_changed_number_or_word():
     assert same("x0 error 1.2e-15", "x0 error 3.4e-16") is None                   # float64 round-off
     assert same("wrote /tmp/abc123/x.png", "wrote /tmp/xyz789/x.png") is None
     assert same("median 16.5", "median 9.5") is not None
+    md = lambda text: {"output_type": "display_data", "data": {"text/markdown": text, "text/plain": "<IPython.core.display.Markdown object>"}}
+    cell = lambda out: {"cells": [{"cell_type": "code", "source": "Markdown(...)", "metadata": {}, "outputs": [out]}]}
+    assert run_notebooks.compare_notebook(cell(md("The median is 16 rounds.")), cell(md("The median is 9 rounds.")))   # generated prose
 
 
 def _run(cmd, cwd, timeout=900):
