@@ -49,7 +49,12 @@ def check_choice(name:str, v, choices) -> str:
 def check_betas(betas, n_train:int|None=None, name:str="trained_betas") -> torch.Tensor:
     "Explicit β_1 … β_N as a float64 tensor `(N,)`: one finite value in (0, 1) per training step (N = `n_train` if given)."
     try: b = torch.as_tensor(np.asarray(betas, dtype=np.float64) if not torch.is_tensor(betas) else betas)
-    except (TypeError, ValueError): raise TypeError(f"{name} must be a sequence of numbers, got {type(betas).__name__}") from None
+    except (TypeError, ValueError):
+        what = type(betas).__name__
+        if isinstance(betas, (list, tuple)):
+            bad = next((b for b in betas if isinstance(b, (str, bytes)) or not isinstance(b, (int, float, np.number))), None)
+            what = f"a {what} holding {bad!r}"
+        raise TypeError(f"{name} must be a sequence of numbers, got {what}") from None
     if b.is_complex() or not (b.is_floating_point() or b.dtype in (torch.int32, torch.int64)):
         raise TypeError(f"{name} must hold real numbers, got dtype {b.dtype}")
     b = b.to(torch.float64)

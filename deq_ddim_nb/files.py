@@ -27,8 +27,8 @@ from .checks import check_bool
 # %% auto #0
 __all__ = ['MAX_IMAGE_PIXELS', 'INVERSION_FILES', 'MAX_SAMPLE_NUMEL', 'load_target', 'check_targets', 'Interrupted', 'publish',
            'atomic_write_bytes', 'publish_file', 'png_bytes', 'to_png', 'inversion_outputs', 'save_inversion',
-           'read_json', 'check_sample_shape', 'check_noise_schedule', 'assets_dir', 'recorded', 'read_text',
-           'read_recorded', 'csv_text', 'default_results_dir', 'results_dir']
+           'read_json', 'check_sample_shape', 'assets_dir', 'recorded', 'read_text', 'read_recorded', 'csv_text',
+           'default_results_dir', 'results_dir']
 
 # %% ../nbs/91_files.ipynb #030c0785
 MAX_IMAGE_PIXELS = 4096 * 4096   # never decode an image larger than this (its size is read from the header first)
@@ -440,44 +440,6 @@ def check_sample_shape(shape, where:str, in_channels:int|None=None, key:str="sam
                          f"in_channels = {in_channels}")
     return shape
 
-def _req(cfg, key, where, kind, default=None, required=False):
-    v = cfg.get(key, default)
-    if v is None:
-        if required: raise ValueError(f"{where}: key {key!r} is missing")
-        return None
-    if kind == "int":
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10 ** 6:
-            raise ValueError(f"{where}: key {key!r} must be an int in [1, 1000000], got {v!r}")
-    elif kind == "float":
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v < 1:
-            raise ValueError(f"{where}: key {key!r} must be a number in (0, 1), got {v!r}")
-        v = float(v)
-    elif isinstance(kind, tuple) and v not in kind:
-        raise ValueError(f"{where}: key {key!r} must be one of {kind}, got {v!r}")
-    return v
-
-def check_noise_schedule(cfg:dict, where:str, names:dict|None=None) -> dict:
-    """The training noise schedule of a model config or a diffusers `scheduler_config.json`, checked key by key (every
-    error names `where` and the key): `n_train`, `beta_start`, `beta_end`, `beta_schedule`, `trained_betas`,
-    `prediction_type`. `names` maps these to the file's own key names (diffusers: `num_train_timesteps`)."""
-    from deq_ddim_nb.schedules import BETA_SCHEDULES
-    nm = {k: k for k in ("n_train", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type")}
-    nm.update(names or {})
-    out = dict(n_train=_req(cfg, nm["n_train"], where, "int", 1000), beta_start=_req(cfg, nm["beta_start"], where, "float", 1e-4),
-               beta_end=_req(cfg, nm["beta_end"], where, "float", 0.02),
-               beta_schedule=_req(cfg, nm["beta_schedule"], where, BETA_SCHEDULES, "linear"),
-               prediction_type=_req(cfg, nm["prediction_type"], where, ("epsilon", "v_prediction", "sample"), "epsilon"))
-    if out["beta_start"] > out["beta_end"]:
-        raise ValueError(f"{where}: key {nm['beta_start']!r} = {out['beta_start']} must be <= {nm['beta_end']!r} = {out['beta_end']}")
-    tb = cfg.get(nm["trained_betas"])
-    if tb is not None:
-        if (not isinstance(tb, (list, tuple)) or len(tb) != out["n_train"] or any(isinstance(b, bool) or not isinstance(b, (int, float))
-                or not math.isfinite(b) or not 0 < b < 1 for b in tb)):
-            raise ValueError(f"{where}: key {nm['trained_betas']!r} must be a list of {out['n_train']} numbers in (0, 1) "
-                             f"(one per training step)")
-        tb = [float(b) for b in tb]
-    out["trained_betas"] = tb
-    return out
 
 # %% ../nbs/91_files.ipynb #ccb91b3b
 def assets_dir() -> Path:

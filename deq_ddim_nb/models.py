@@ -15,12 +15,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checks import check_int, check_number, check_choice
-from .schedules import make_betas, make_abar, DDIMSchedule, PREDICTION_TYPES
-from .files import read_json, check_sample_shape, check_noise_schedule, assets_dir, publish, csv_text
+from .schedules import make_betas, make_abar, DDIMSchedule, PREDICTION_TYPES, schedule_kwargs
+from .files import read_json, check_sample_shape, assets_dir, publish, csv_text
 from .toy import digits_data
 
 # %% auto #0
-__all__ = ['MAX_CHANNELS', 'UNET_ARGS', 'MAX_ATTENTION_BYTES', 'timestep_embedding', 'ResBlock', 'SelfAttention',
+__all__ = ['MAX_CHANNELS', 'UNET_ARGS', 'MAX_ATTENTION_BYTES', 'OWN_SCHEDULE', 'timestep_embedding', 'ResBlock', 'SelfAttention',
            'check_unet_args', 'UNet', 'TrainConfig', 'random_shift', 'train_digits', 'save_model',
            'check_runnable_shape', 'unet_attention', 'DiffusersEps', 'load_model']
 
@@ -347,7 +347,9 @@ def _load_own(stem: Path, device="cpu", dtype=torch.float32, name: str | None = 
     shape = check_sample_shape(config.get("sample_shape"), str(cpath), args["in_channels"])
     try: config["sample_shape"] = check_runnable_shape(shape, len(args["ch_mult"]) - 1, unet_attention(args))
     except ValueError as e: raise ValueError(f"{cpath}: {e}") from None
-    config.update({k: v for k, v in check_noise_schedule(config, str(cpath)).items() if k != "prediction_type"})
+    config = {**OWN_SCHEDULE, **config}                               # a config without schedule keys: DDPM's linear one
+    try: DDIMSchedule.from_config(1, config)                          # every schedule key checked (lesson 00), or refused
+    except (TypeError, ValueError) as e: raise ValueError(f"{cpath}: {e}") from None
     if config.get("prediction_type", "epsilon") != "epsilon":
         raise ValueError(f"{cpath}: key 'prediction_type' must be 'epsilon' for a deq_ddim_nb UNet, got {config['prediction_type']!r}")
     with torch.device("meta"): expected = {k: v.shape for k, v in UNet(**args).state_dict().items()}
@@ -385,7 +387,7 @@ class DiffusersEps(nn.Module):
 
 # %% ../nbs/06_digits_model.ipynb #04e71896
 _EXPECTED = "config.json + diffusion_pytorch_model.safetensors (or .bin), as written by UNet2DModel.save_pretrained"
-_DIFFUSERS_KEYS = dict(n_train="num_train_timesteps")   # diffusers' names for the schedule keys
+OWN_SCHEDULE = dict(n_train=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")   # what save_model writes
 
 def _diffusers_attention(ucfg: dict) -> dict:
     "Levels of a diffusers UNet2DModel that attend (its Attn* down blocks, and the middle block) and their heads."
@@ -426,10 +428,12 @@ def _load_diffusers(path: Path, device="cpu", dtype=torch.float32) -> DiffusersE
     scfg_path = next((p for p in (unet_dir / "scheduler_config.json", unet_dir.parent / "scheduler_config.json",
                                   unet_dir.parent / "scheduler" / "scheduler_config.json") if p.is_file()), None)
     scfg = read_json(scfg_path, "scheduler config") if scfg_path else {}
-    sched = check_noise_schedule(scfg, str(scfg_path or "the default schedule"), _DIFFUSERS_KEYS)
-    config = {**scfg, **{k: v for k, v in sched.items() if k != "prediction_type"}, "prediction_type": "epsilon",
-              "trained_prediction_type": sched["prediction_type"], "name": str(path), "source": "diffusers",
-              "sample_shape": sample_shape, "scheduler_config": str(scfg_path) if scfg_path else None}
+    try: kw = schedule_kwargs(scfg)                                   # one reader of schedule keys (lesson 00)
+    except (TypeError, ValueError) as e: raise ValueError(f"{scfg_path}: {e}") from None
+    own = {**OWN_SCHEDULE, **{k: kw[k] for k in OWN_SCHEDULE if k in kw}}
+    config = {**scfg, **own, "trained_betas": kw["trained_betas"].tolist() if "trained_betas" in kw else None,
+              "prediction_type": "epsilon", "trained_prediction_type": kw.get("prediction_type", "epsilon"), "name": str(path),
+              "source": "diffusers", "sample_shape": sample_shape, "scheduler_config": str(scfg_path) if scfg_path else None}
     try: DDIMSchedule.from_config(1, config)                         # every scheduler key honoured, or refused here
     except (ValueError, TypeError) as e: raise ValueError(f"{scfg_path or cfile}: {e}") from None
     try: from diffusers import UNet2DModel

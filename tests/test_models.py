@@ -274,9 +274,10 @@ def test_own_bad_sample_shape_raises(tmp_path, shape, match):
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("n_train", "1000", "'n_train' must be an int"), ("n_train", 0, "'n_train' must be an int"),
-    ("beta_start", "small", "'beta_start' must be a number in \\(0, 1\\)"), ("beta_end", 2.0, "'beta_end' must be a number"),
-    ("beta_start", 0.5, "'beta_start' = 0.5 must be <= 'beta_end'"), ("beta_schedule", "cosine", "'beta_schedule' must be one of"),
+    ("n_train", "1000", "'n_train'\\] must be an int"), ("n_train", 0, "'n_train'\\] must be >= 1"),
+    ("beta_start", "small", "'beta_start'\\] must be a real number"), ("beta_end", 2.0, "beta_end=2.0"),
+    ("beta_start", 0.5, "need 0 < beta_start <= beta_end < 1, got beta_start=0.5"),
+    ("beta_schedule", "cosine", "'beta_schedule'\\] must be one of"),
     ("prediction_type", "v_prediction", "'prediction_type' must be 'epsilon'"), ("unet", [1], "'unet'"),
 ])
 def test_own_bad_schedule_keys_raise(tmp_path, key, value, match):
@@ -343,12 +344,12 @@ def test_diffusers_bad_sample_size_raises(tmp_path, size, match):
 
 @pytest.mark.parametrize("text,match", [
     ('{"num_train_timesteps": 1000,', "is not valid JSON"),
-    ('{"num_train_timesteps": "1000"}', "'num_train_timesteps' must be an int"),
-    ('{"beta_start": "0.0001"}', "'beta_start' must be a number in \\(0, 1\\)"),
-    ('{"beta_schedule": 5}', "'beta_schedule' must be one of"),
-    ('{"prediction_type": "noise"}', "'prediction_type' must be one of"),
-    ('{"num_train_timesteps": 3, "trained_betas": [0.1, 0.2]}', "'trained_betas' must be a list of 3 numbers"),
-    ('{"num_train_timesteps": 2, "trained_betas": [0.1, "x"]}', "'trained_betas' must be a list of 2 numbers"),
+    ('{"num_train_timesteps": "1000"}', "config\\['num_train_timesteps'\\] must be an int"),
+    ('{"beta_start": "0.0001"}', "config\\['beta_start'\\] must be a real number"),
+    ('{"beta_schedule": 5}', "config\\['beta_schedule'\\] must be one of"),
+    ('{"prediction_type": "noise"}', "config\\['prediction_type'\\] must be one of"),
+    ('{"num_train_timesteps": 3, "trained_betas": [0.1, 0.2]}', "config\\['trained_betas'\\] must have one value per training step \\(n_train = 3\\)"),
+    ('{"num_train_timesteps": 2, "trained_betas": [0.1, "x"]}', "config\\['trained_betas'\\] must be a sequence of numbers, got a list holding 'x'"),
 ])
 def test_diffusers_broken_scheduler_config_raises(tmp_path, text, match):
     pytest.importorskip("diffusers")
