@@ -85,3 +85,95 @@ def test_named_beta_schedules_in_range(schedule):
 def test_bad_schedule_number_types(kw, exc, msg):
     with pytest.raises(exc, match=msg):
         DDIMSchedule.make(**kw)
+
+
+# --- what a mutation of schedules.py would change: each test pins one behaviour ------------------------------------------
+import math
+from deq_ddim_nb.schedules import make_timesteps, prev_timesteps, schedule_kwargs, MIN_ABAR
+
+
+@pytest.mark.parametrize("kw,exc,name", [
+    (dict(n_train=0), ValueError, "n_train"), (dict(n_train=1.0), TypeError, "n_train"),
+    (dict(eta=-1.0), ValueError, "eta"), (dict(eta="1"), TypeError, "eta"),
+    (dict(steps_offset=-1), ValueError, "steps_offset"), (dict(steps_offset=0.5), TypeError, "steps_offset"),
+    (dict(set_alpha_to_one=1), TypeError, "set_alpha_to_one"), (dict(use_clipped_model_output="no"), TypeError, "use_clipped_model_output"),
+    (dict(prediction_type="noise"), ValueError, "prediction_type"), (dict(prediction_type=1), TypeError, "prediction_type"),
+    (dict(clip_sample=0.0), ValueError, "clip_sample"), (dict(clip_sample="1"), TypeError, "clip_sample"),
+    (dict(sampler="ddpm++"), ValueError, "sampler"), (dict(skip="cubic"), ValueError, "skip"),
+])
+def test_every_make_argument_is_named_in_its_error(kw, exc, name):
+    with pytest.raises(exc, match=rf"^{name} must"):
+        DDIMSchedule.make(10, **kw)
+
+
+def test_make_betas_bounds_and_names():
+    with pytest.raises(ValueError, match="beta_start=0.0"): make_betas(10, 0.0, 0.02)
+    with pytest.raises(ValueError, match="beta_end=1.0"): make_betas(10, 1e-4, 1.0)
+    with pytest.raises(ValueError, match="^n_train must be >= 1"): make_betas(0)
+    assert torch.equal(make_betas(5, 0.01, 0.01), torch.full((5,), 0.01, dtype=torch.float64))   # a constant schedule is fine
+    for sched in ("linear", "scaled_linear", "squaredcos_cap_v2"):
+        assert make_betas(10, beta_schedule=sched, dtype=torch.float32).dtype == torch.float32
+
+
+def test_scaled_linear_and_cosine_betas_against_their_formulas():
+    b = make_betas(1000, 0.00085, 0.012, "scaled_linear")
+    assert torch.allclose(b, torch.from_numpy(np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2), rtol=1e-14)
+    ab = lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2              # Nichol & Dhariwal (2021), Eq. 17
+    expect = [min(1 - ab((i + 1) / 1000) / ab(i / 1000), 0.999) for i in range(1000)]
+    assert torch.allclose(make_betas(1000, beta_schedule="squaredcos_cap_v2"), torch.tensor(expect, dtype=torch.float64), rtol=1e-14)
+    diffusers = pytest.importorskip("diffusers")
+    from diffusers.schedulers.scheduling_ddpm import betas_for_alpha_bar
+    assert torch.allclose(make_betas(1000, beta_schedule="squaredcos_cap_v2").float(), betas_for_alpha_bar(1000), rtol=1e-6)
+
+
+def test_timesteps_of_every_spacing_against_diffusers_formulas():
+    assert make_timesteps(30, "trailing").tolist() == sorted((np.round(np.arange(1000, 0, -1000 / 30)) - 1).astype(int).tolist())
+    assert make_timesteps(30, "linspace").tolist() == np.linspace(0, 999, 30).round().astype(int).tolist()
+    assert make_timesteps(10, "uniform", steps_offset=99).tolist() == list(range(99, 1000, 100))
+    assert make_timesteps(20, "quad", n_train=500).tolist() == (np.linspace(0, np.sqrt(400), 20) ** 2).astype(int).tolist()
+    with pytest.raises(ValueError, match="^steps_offset=100 moves the last timestep to 1000"):
+        make_timesteps(10, "uniform", steps_offset=100)
+    with pytest.raises(ValueError, match="steps_offset shifts the 'uniform'"):
+        make_timesteps(10, "trailing", steps_offset=1)
+    assert make_timesteps(10, "trailing").dtype == torch.long and make_timesteps(10, "linspace").dtype == torch.long
+
+
+def test_prev_timesteps_marks_the_clean_end_with_minus_one():
+    t = make_timesteps(10)
+    assert prev_timesteps(t).tolist() == [-1] + t[:-1].tolist()                 # uniform: diffusers' rule = the previous state
+    assert prev_timesteps(t, "quad").tolist() == [-1] + t[:-1].tolist()
+    t30 = make_timesteps(30, "trailing")
+    assert prev_timesteps(t30, "trailing").tolist() == [max(-1, v - 33) for v in t30.tolist()]
+    assert prev_timesteps(t30, "trailing", sampler="ddpm").tolist() == [-1] + t30[:-1].tolist()
+
+
+def test_the_schedule_keeps_its_settings_and_dtype():
+    s = DDIMSchedule.make(10, skip="trailing", eta=0.5, prediction_type="sample", clip_sample=2.0, dtype=torch.float32)
+    assert (s.skip, s.eta, s.prediction_type, s.clip_sample, s.sampler, s.n_train) == ("trailing", 0.5, "sample", 2.0, "ddim", 1000)
+    assert all(v.dtype == torch.float32 for v in (s.abar, s.abar_prev, s.sigma)) and s.t.dtype == torch.long
+    d = DDIMSchedule.make(10, eta=1.0, sampler="ddpm", clip_sample=1.0)
+    assert d.sampler == "ddpm" and d.use_clipped_model_output                     # DDPM recomputes eps from the clipped x0
+    assert DDIMSchedule.make(10, set_alpha_to_one=False).abar_prev[0] == make_abar(make_betas())[0]
+    assert DDIMSchedule.make(10).abar_prev.dtype == torch.float64 and DDIMSchedule.make(10).abar_prev[0] == 1.0
+
+
+def test_a_schedule_that_destroys_the_signal_is_refused_naming_the_first_state():
+    with pytest.raises(ValueError, match=r"beta_start=0\.9, beta_end=0\.999999\) leaves no signal: .* at state x_1 \(timestep 99\)"):
+        DDIMSchedule.make(10, beta_start=0.9, beta_end=0.999999, steps_offset=99)
+    betas = [1e-4] * 500 + [0.6] * 500                                           # fine until t = 500, then the signal vanishes
+    with pytest.raises(ValueError, match=r"\(trained_betas\) leaves no signal: .* at state x_7 \(timestep 600\)"):
+        DDIMSchedule.make(10, trained_betas=betas)
+    s = DDIMSchedule.make(5, trained_betas=[1e-4] * 500 + [0.01] * 500)         # abar near MIN_ABAR but above is fine
+    assert bool((s.abar >= MIN_ABAR).all())
+
+
+def test_eta_too_large_names_the_state():
+    with pytest.raises(ValueError, match=r"eta=3.0 is too large for this schedule: sigma\^2 exceeds 1 - abar_prev at state x_2 \(timestep 100\)"):
+        DDIMSchedule.make(10, eta=3.0)
+
+
+def test_from_config_prefers_n_train_and_defaults_the_clip_range():
+    assert DDIMSchedule.from_config(10, dict(n_train=500, num_train_timesteps=1000, clip_sample=False)).n_train == 500
+    assert DDIMSchedule.from_config(10, dict(n_train=1000, clip_sample=True)).clip_sample == 1.0
+    assert schedule_kwargs(dict(n_train=1000, steps_offset=1)) == dict(n_train=1000, steps_offset=1)
+    assert "steps_offset" not in schedule_kwargs(dict(n_train=1000, steps_offset=1, timestep_spacing="linspace"))
