@@ -114,7 +114,7 @@ def torchdeq_solver(name:str, per:str="state"):
     """torchdeq's `anderson` or `broyden` (its own defaults) behind this package's solver signature. torchdeq solves
     one problem per row of a (rows, D) batch, with its own mixing coefficients (Broyden matrix) and residual per row.
     `per="state"` hands it the trajectory as (T·B, D): one row per state. `per="image"` hands it (B, T·D): one row per
-    image, the whole trajectory as one unknown, its stronger setting. Either way torchdeq stops when its worst row's
+    image, the whole trajectory as one unknown (the stronger setting for Anderson). Either way torchdeq stops when its worst row's
     relative residual is below `tol`, and returns the best iterate by that measure.
     `stats.residuals` is torchdeq's own measure (its stopping rule), `stats.rel_residuals` this package's per-state one.
     Needs `pip install torchdeq`."""
@@ -158,7 +158,7 @@ VARIANTS = {
     "anderson-tri+scaled": ("deq", dict(solver="anderson", m=5, mixing=1.0, triangular=True, restart=None, lam=1e-4, init="scaled"), False),
     "anderson-tri+coarse4": ("deq", dict(solver="anderson", m=5, mixing=1.0, triangular=True, restart=None, lam=1e-4, init="coarse:4"), False),
     "broyden": ("deq", dict(solver="broyden", m=5), False),
-    # torchdeq per state (one problem per state) and per image (the whole trajectory: its stronger setting). Per image
+    # torchdeq per state (one problem per state) and per image (the whole trajectory: Anderson's stronger setting). Per image
     # its stopping measure is the whole trajectory's residual, looser than the worst state's: those rows stop at 1e-4.
     "torchdeq-anderson": ("deq", dict(solver=torchdeq_solver("anderson", "state")), False),
     "torchdeq-broyden": ("deq", dict(solver=torchdeq_solver("broyden", "state")), False),
