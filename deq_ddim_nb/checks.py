@@ -11,8 +11,9 @@ import math
 import numpy as np
 
 # %% auto #0
-__all__ = ['STATE_DTYPES', 'check_int', 'check_number', 'check_bool', 'check_choice', 'check_betas', 'check_state', 'check_noise',
-           'call_eps', 'check_sample_shape', 'check_schedule', 'check_step']
+__all__ = ['STATE_DTYPES', 'check_int', 'check_number', 'check_bool', 'check_choice', 'check_callable', 'check_generator',
+           'check_betas', 'check_state', 'check_noise', 'call_eps', 'check_sample_shape', 'check_schedule',
+           'check_step']
 
 # %% ../nbs/90_checks.ipynb #6d28249f
 def check_int(name:str, v, lo:int|None=None, hi:int|None=None) -> int:
@@ -44,6 +45,17 @@ def check_choice(name:str, v, choices) -> str:
     if not isinstance(v, str): raise TypeError(f"{name} must be one of {tuple(choices)}, got {type(v).__name__} ({v!r})")
     if v not in choices: raise ValueError(f"{name} must be one of {tuple(choices)}, got {v!r}")
     return v
+
+def check_callable(name:str, v):
+    "`v` if it can be called (a model, a solver, a callback); anything else is a TypeError naming `name`."
+    if not callable(v): raise TypeError(f"{name} must be callable, got {type(v).__name__} ({v!r:.40})")
+    return v
+
+def check_generator(name:str, g):
+    "`g` if it is None or a `torch.Generator` (where random draws come from); anything else is a TypeError naming `name`."
+    if g is not None and not isinstance(g, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {type(g).__name__} ({g!r:.40})")
+    return g
 
 # %% ../nbs/90_checks.ipynb #966c7256
 def check_betas(betas, n_train:int|None=None, name:str="trained_betas") -> torch.Tensor:
@@ -98,6 +110,7 @@ def call_eps(eps_model, x:torch.Tensor, t:torch.Tensor, check:bool=True, sched=N
     """ε = eps_model(x, t) in `x`'s dtype, checked: a real floating tensor shaped like `x`, finite (else the error names the
     timesteps); `check=False` skips the checks. With a schedule `sched`, its `output_to_eps` turns the model's output into
     the ε of Eq. (7) (a v- or x̂_0-prediction, clipping of x̂_0)."""
+    if check: check_callable("eps_model", eps_model)
     eps = eps_model(x, t)
     if not check: return eps.to(x.dtype) if sched is None else sched.output_to_eps(eps.to(x.dtype), x, t)
     where = lambda ts: f"at training timestep(s) {ts[:8]}" + (" ..." if len(ts) > 8 else "")
@@ -154,8 +167,8 @@ def check_step(x, eps, abar, abar_prev, sigma, noise):
     for n, v in (("abar", abar), ("abar_prev", abar_prev)):
         if not bool(((v > 0) & (v <= 1)).all()): raise ValueError(f"{n} must lie in (0, 1], got {v}")
     if not bool((sigma >= 0).all()): raise ValueError(f"sigma must be >= 0, got {sigma}")
-    if bool((sigma != 0).any()):
-        if noise is None: raise ValueError("ddim_step: sigma > 0 needs `noise` (a tensor shaped like x)")
+    if noise is None and bool((sigma != 0).any()): raise ValueError("ddim_step: sigma > 0 needs `noise` (a tensor shaped like x)")
+    if noise is not None:                                   # checked even where sigma = 0 would ignore it
         if not torch.is_tensor(noise) or noise.is_complex() or not noise.is_floating_point():
             raise TypeError(f"noise must be a real floating tensor, got {getattr(noise, 'dtype', type(noise).__name__)}")
         if noise.shape != x.shape: raise ValueError(f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}")

@@ -16,7 +16,7 @@ __all__ = ['ddim_step', 'draw_noise', 'ddim_sample', 'ddim_coeffs', 'ddim_invert
 
 # %% ../nbs/01_ddim.ipynb #d64a58d0
 # input checks live in the appendix (nbs/90_checks.ipynb); re-exported here, where the samplers import them from
-from .checks import call_eps, check_noise, check_sample_shape, check_schedule, check_state, check_step
+from .checks import call_eps, check_generator, check_noise, check_sample_shape, check_schedule, check_state, check_step
 from .wrappers import wrap_model   # the model in the states' dtype and device (appendix 94)
 
 # %% ../nbs/01_ddim.ipynb #24c38b07
@@ -42,6 +42,7 @@ def draw_noise(sched:DDIMSchedule,                     # the run's schedule (its
                generator:torch.Generator|None=None,     # drawn from on its own device, then moved: a seed gives the same noises on every device
               ) -> torch.Tensor:                        # (T, B, *dims); `noise[i-1]` is injected at x_i → x_{i-1}
     "All T noises ε_{1:T} of a stochastic run at once, shape (T, *x_T.shape): `noise[i-1]` is injected at x_i → x_{i-1}."
+    check_schedule(sched); check_state("x_T", x_T); check_generator("generator", generator)
     return torch.randn((len(sched), *x_T.shape), generator=generator, dtype=x_T.dtype,
                        device=x_T.device if generator is None else generator.device).to(x_T.device)
 
@@ -57,7 +58,7 @@ def ddim_sample(eps_model,                                # callable eps_model(x
                 check:bool=True,                          # check every model output (shape, dtype, finite)
                ):                                         # x_0 (B, *dims), or (x_0, xs) with xs (T + 1, B, *dims), xs[i] = x_i
     "Sequential DDIM (η = 0, Eq. 7) or sDDIM (η > 0, Eq. 20) from `x_T` (B, *dims): returns x_0, or (x_0, xs) with xs (T+1, B, *dims)."
-    check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T)
+    check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T); check_generator("generator", generator)
     eps_model = wrap_model(eps_model, state_dtype=x_T.dtype, state_device=x_T.device)   # dtype policy: appendix 94
     T = len(sched)
     noise = check_noise(noise, T, x_T)

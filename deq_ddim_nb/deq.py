@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from .schedules import DDIMSchedule
 from .checks import call_eps, check_bool, check_choice, check_int, check_noise, check_number
-from .checks import check_sample_shape, check_schedule, check_state
+from .checks import check_callable, check_generator, check_sample_shape, check_schedule, check_state
 from .ddim import ddim_coeffs, draw_noise
 from .solvers import SOLVERS, SolverStats, chain_slopes, get_solver
 from .wrappers import ChunkedEps, ShardedEps, wrap_model
@@ -127,6 +127,8 @@ def round_budget(T:int,                          # chain length
     "chain_newton": min(n, T + 1). "picard": T + 1 and "window": 2T + 1, their bounds (plain fixed-point rounds have
     no acceleration for n to measure). "anderson", "broyden" and any other solver: n."""
     T, batch, eta = check_int("T", T, lo=1), check_int("batch", batch, lo=1), check_number("eta", eta, lo=0)
+    if not (isinstance(solver, str) or callable(solver)):
+        raise TypeError(f"solver must be a solver's name or a solver callable, got {type(solver).__name__} ({solver!r})")
     name = solver if isinstance(solver, str) else getattr(solver, "__name__", "custom")
     n = math.ceil(AUTO_BUDGET["base"] + AUTO_BUDGET["per_eta"] * eta + AUTO_BUDGET["per_doubling"] * math.log2(batch))
     if name in ("auto", "chain_newton"): return "chain_newton", min(n, T + 1)
@@ -185,9 +187,10 @@ def deq_sample(eps_model,                        # callable eps_model(x, t) -> e
               ):
     """DEQ-DDIM (η = 0) / DEQ-sDDIM (η > 0): solve Eq. (12) / (13) for all T states at once. Returns (x_0 (B, *dims) in
     x_T's dtype, DEQInfo). An unconverged result warns (UserWarning) with the rounds, the final residual and the fix."""
-    check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T)
+    check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T); check_generator("generator", generator)
     T, B = len(sched), len(x_T)
     tol, progress, check = check_number("tol", tol, lo=0, lo_open=True), check_bool("progress", progress), check_bool("check", check)
+    if callback is not None: check_callable("callback", callback)
     model = wrap_model(eps_model, devices=devices, max_batch=max_batch, state_dtype=x_T.dtype, state_device=x_T.device)
     noise = check_noise(noise, T, x_T)
     stochastic = bool((sched.sigma != 0).any())

@@ -11,7 +11,7 @@ import time
 import warnings
 import torch
 from tqdm.auto import tqdm
-from .checks import call_eps, check_int, check_noise, check_number, check_sample_shape, check_schedule, check_state
+from .checks import call_eps, check_generator, check_int, check_noise, check_number, check_sample_shape, check_schedule, check_state
 from .schedules import DDIMSchedule
 from .ddim import draw_noise
 from .deq import DEQInfo, deq_update, init_trajectory
@@ -135,7 +135,7 @@ def window_sample(eps_model,                          # eps_model(x, t) -> ε: x
     is below `freeze_tol`. When all are frozen, one full round of the map checks every state against `tol`: converged
     only if all pass, otherwise the window reopens above the highest failing state. Options shared with `deq_sample`
     (`tol`, `max_iter`, `init`, `noise`, `devices`, `max_batch`, `generator`, `progress`, `callback`, `check`) mean the same."""
-    check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T)
+    check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T); check_generator("generator", generator)
     T, B = len(sched), len(x_T)
     p = T if window is None else min(check_int("window", window, 1), T)
     max_iter = window_budget(T) if max_iter is None else check_int("max_iter", max_iter, 1)

@@ -15,12 +15,13 @@ from .checks import check_betas, check_bool, check_choice, check_int, check_numb
 
 
 # %% auto #0
-__all__ = ['BETA_SCHEDULES', 'SKIPS', 'SAMPLERS', 'PREDICTION_TYPES', 'MIN_ABAR', 'SCHEDULER_KEYS', 'make_betas', 'make_abar',
-           'quad_timesteps_original', 'make_timesteps', 'prev_timesteps', 'ddim_sigma', 'DDIMSchedule',
+__all__ = ['BETA_SCHEDULES', 'N_TRAIN_MAX', 'SKIPS', 'SAMPLERS', 'PREDICTION_TYPES', 'MIN_ABAR', 'SCHEDULER_KEYS', 'make_betas',
+           'make_abar', 'quad_timesteps_original', 'make_timesteps', 'prev_timesteps', 'ddim_sigma', 'DDIMSchedule',
            'schedule_kwargs']
 
 # %% ../nbs/00_schedules.ipynb #012cd66a
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+N_TRAIN_MAX = 1_000_000   # a schedule is a table over every training step; trained models use 1000 (at most 4000)
 
 def make_betas(n_train:int=1000,          # N, the number of training steps
                beta_start:float=1e-4,     # β_1
@@ -29,7 +30,7 @@ def make_betas(n_train:int=1000,          # N, the number of training steps
                dtype=torch.float64,       # dtype of the result
               ) -> torch.Tensor:          # (n_train,)
     "β_1 … β_N of the training noise schedule, shape `(n_train,)`."
-    n_train = check_int("n_train", n_train, lo=1)
+    n_train = check_int("n_train", n_train, lo=1, hi=N_TRAIN_MAX)
     beta_start, beta_end = check_number("beta_start", beta_start), check_number("beta_end", beta_end)
     if not (0 < beta_start <= beta_end < 1):
         raise ValueError(f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}")
@@ -63,7 +64,7 @@ def make_timesteps(T:int,                 # number of sampling steps, 1 … n_tr
                   ) -> torch.Tensor:       # (T,) long, strictly increasing
     """Strictly increasing training timesteps `t` of shape `(T,)`; `t[i-1]` belongs to state `x_i`. `uniform` is
     diffusers' `leading` spacing (shifted by `steps_offset`), `trailing` and `linspace` are diffusers' other two."""
-    n_train = check_int("n_train", n_train, lo=1)
+    n_train = check_int("n_train", n_train, lo=1, hi=N_TRAIN_MAX)
     T = check_int("T", T, lo=1, hi=n_train)
     steps_offset = check_int("steps_offset", steps_offset, lo=0)
     if steps_offset and skip != "uniform":
@@ -144,7 +145,7 @@ class DDIMSchedule:
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
         eta = check_number("eta", eta, lo=0)
-        n_train = check_int("n_train", n_train, lo=1)
+        n_train = check_int("n_train", n_train, lo=1, hi=N_TRAIN_MAX)
         set_alpha_to_one = check_bool("set_alpha_to_one", set_alpha_to_one)
         use_clipped_model_output = check_bool("use_clipped_model_output", use_clipped_model_output)
         prediction_type = check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
@@ -264,7 +265,7 @@ def schedule_kwargs(config:dict, # a model config (`load_model(...).config`) or 
     if cfg.get("n_train") is None and cfg.get("num_train_timesteps") is not None: cfg["n_train"] = cfg["num_train_timesteps"]
     nk = "n_train" if "n_train" in config else "num_train_timesteps"
     out = {}
-    if cfg.get("n_train") is not None: out["n_train"] = check_int(key(nk), cfg["n_train"], lo=1)
+    if cfg.get("n_train") is not None: out["n_train"] = check_int(key(nk), cfg["n_train"], lo=1, hi=N_TRAIN_MAX)
     for k in ("beta_start", "beta_end"):
         if cfg.get(k) is not None: out[k] = check_number(key(k), cfg[k])
     if cfg.get("beta_schedule") is not None:

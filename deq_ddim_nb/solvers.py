@@ -10,7 +10,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 import torch
-from .checks import check_bool, check_choice, check_int, check_number
+from .checks import check_bool, check_callable, check_choice, check_int, check_number
 
 # %% auto #0
 __all__ = ['STOP_MODES', 'SOLVERS', 'SolverStats', 'residual_norms', 'picard', 'anderson', 'broyden', 'get_solver',
@@ -40,9 +40,12 @@ class SolverStats:
         return (f"SolverStats({self.solver}: nfe={self.nfe}, converged={self.converged}, diverged={self.diverged}, "
                 f"last {self.stop_mode} residual={last}, tol={self.tol:g})")
 
-def _check_solver_args(max_iter, tol, stop_mode):
+def _check_solver_args(max_iter, tol, stop_mode, z0):
     "The arguments every solver shares (the package's one policy: TypeError for a type, ValueError for a value); returns (max_iter, tol)."
     check_choice("stop_mode", stop_mode, STOP_MODES)
+    if not torch.is_tensor(z0) or not z0.is_floating_point() or z0.numel() == 0:
+        raise TypeError(f"z0 must be a non-empty floating tensor, got {getattr(z0, 'dtype', type(z0).__name__)}"
+                        + (f" of shape {tuple(z0.shape)}" if torch.is_tensor(z0) else ""))
     return check_int("max_iter", max_iter, lo=1), check_number("tol", tol, lo=0, lo_open=True)
 
 def residual_norms(fz:torch.Tensor,                   # f(z), the same shape as z
@@ -69,6 +72,7 @@ class _Trace:
     "Book-keeping shared by the solvers: residuals, best iterate, stopping, callback."
     def __init__(self, name, tol, stop_mode, sample_dim, callback):
         self.stats = SolverStats(name, stop_mode, float(tol))
+        if callback is not None: check_callable("callback", callback)
         self.sample_dim, self.callback, self.best, self.best_res = sample_dim, callback, None, math.inf
 
     def record(self, z, fz) -> bool:
@@ -104,7 +108,7 @@ def picard(f,                                   # the map: a tensor -> a tensor 
            sample_dim:int|tuple|None=None,      # dims of separate samples: the worst one decides
            callback=None):                      # callback(k, z, f(z), residual) after call k of f
     "Damped fixed-point iteration z <- mixing f(z) + (1 - mixing) z. Returns (z, SolverStats), z shaped like z0."
-    max_iter, tol = _check_solver_args(max_iter, tol, stop_mode)
+    max_iter, tol = _check_solver_args(max_iter, tol, stop_mode, z0)
     mixing = check_number("mixing", mixing, lo=0, hi=1, lo_open=True)
     tr, z = _Trace("picard", tol, stop_mode, sample_dim, callback), z0
     for _ in range(max_iter):
@@ -154,7 +158,7 @@ def anderson(f,                                 # the map: a tensor -> a tensor 
              sample_dim:int|tuple|None=None,    # dims of separate samples for stopping: the worst one decides
              callback=None):                    # callback(k, z, f(z), residual) after call k of f
     "Anderson acceleration. Returns (f(z) of the lowest-residual iterate, SolverStats), shaped like z0."
-    max_iter, tol = _check_solver_args(max_iter, tol, stop_mode)
+    max_iter, tol = _check_solver_args(max_iter, tol, stop_mode, z0)
     m = check_int("m", m, lo=1)
     mixing = check_number("mixing", mixing, lo=0, hi=1, lo_open=True)
     lam = check_number("lam", lam, lo=0)
@@ -166,6 +170,7 @@ def anderson(f,                                 # the map: a tensor -> a tensor 
     G, to_g, from_g = _grouping(z0.shape, group_dims)
     n_first = z0.shape[min(d % z0.ndim for d in group_dims)] if group_dims else 1
     prev_res = None
+    m = min(m, max_iter)                                  # a longer history than the run has rounds would stay empty
     X = z0.new_zeros(G, m, to_g(z0).shape[1])            # past iterates, ring buffer
     Fx = torch.zeros_like(X)                              # their images f(z)
     H = z0.new_zeros(G, m + 1, m + 1); H[:, 0, 1:] = H[:, 1:, 0] = 1
@@ -212,12 +217,12 @@ def broyden(f,                                  # the map: a tensor -> a tensor 
             sample_dim:int|tuple|None=None,     # dims of separate samples for stopping: the worst one decides
             callback=None):                     # callback(k, z, f(z), residual) after call k of f
     "Broyden's (good) method on g(z) = f(z) - z. Returns (f(z) of the lowest-residual iterate, SolverStats), shaped like z0."
-    max_iter, tol = _check_solver_args(max_iter, tol, stop_mode)
-    mem = max_iter if m is None else check_int("m", m, lo=1)
+    max_iter, tol = _check_solver_args(max_iter, tol, stop_mode, z0)
+    mem = min(max_iter, max_iter if m is None else check_int("m", m, lo=1))   # no more updates than rounds
     tr = _Trace("broyden", tol, stop_mode, sample_dim, callback)
     G, to_g, from_g = _grouping(z0.shape, group_dims)
     x = to_g(z0)
-    U, V = x.new_zeros(G, mem, x.shape[1]), x.new_zeros(G, mem, x.shape[1])
+    U, V = x.new_zeros(G, min(mem, 8), x.shape[1]), x.new_zeros(G, min(mem, 8), x.shape[1])   # grown on demand below
     Bv = lambda v: -v + torch.einsum("gi,gid->gd", torch.einsum("gid,gd->gi", V, v), U)   # B v
     vB = lambda v: -v + torch.einsum("gi,gid->gd", torch.einsum("gid,gd->gi", U, v), V)   # v^⊤ B
     fz = f(z0)
@@ -235,7 +240,10 @@ def broyden(f,                                  # the map: a tensor -> a tensor 
         den = (vT * dg).sum(1, keepdim=True)
         ok = den.abs() > 1e-30
         u = torch.where(ok, (dx - Bv(dg)) / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(dx))
-        U[:, (k - 1) % mem], V[:, (k - 1) % mem] = u, torch.where(ok, vT, torch.zeros_like(vT))
+        j = (k - 1) % mem
+        if j >= U.shape[1]:                                            # double the history: zero columns change nothing
+            U, V = (torch.cat([W, torch.zeros_like(W[:, :min(mem, 2 * W.shape[1]) - W.shape[1]])], 1) for W in (U, V))
+        U[:, j], V[:, j] = u, torch.where(ok, vT, torch.zeros_like(vT))
         dx = -Bv(gx)
     return tr.finish(tr.best if tr.best is not None else fz)
 
@@ -273,6 +281,13 @@ def _chain_solve(F, z, A):
         d[i] = acc
     return d.reshape(z.shape)
 
+def _chain_vector(name, v, z0):
+    "`v` as a (T,) tensor in z0's dtype and device (T = z0.shape[0]); else a TypeError/ValueError naming `name`."
+    try: v = torch.as_tensor(v).to(z0)
+    except (TypeError, ValueError, RuntimeError): raise TypeError(f"{name} must be a (T,) tensor of numbers, got {type(v).__name__} ({v!r:.40})") from None
+    if v.shape != (len(z0),): raise ValueError(f"{name} must have shape (T,) = ({len(z0)},), got {tuple(v.shape)}")
+    return v
+
 def chain_newton(f,                             # the chain map h̃: (T, B, ...) -> (T, B, ...), entry i is x_i
                  z0:torch.Tensor,               # the starting trajectory (T, B, ...): states first, then samples
                  *, max_iter:int=50,            # most calls of f (rounds)
@@ -286,14 +301,12 @@ def chain_newton(f,                             # the chain map h̃: (T, B, ...)
                  callback=None):                # callback(k, z, f(z), residual) after call k of f
     """Quasi-Newton for a lower-triangular chain map (DEQ-DDIM's h̃): each round linearises every step with one slope per
     state and image and solves the linearised chain exactly. Returns (the next iterate, SolverStats), shaped like z0."""
-    max_iter, tol = _check_solver_args(max_iter, tol, stop_mode)
+    max_iter, tol = _check_solver_args(max_iter, tol, stop_mode, z0)
     if not torch.is_tensor(z0) or z0.ndim < 2: raise ValueError("chain_newton needs z0 of shape (T, B, ...): states first, then samples")
     T, B, D = z0.shape[0], z0.shape[1], z0[0, 0].numel()
     if ratio is None: raise ValueError("chain_newton needs `ratio`, the (T,) factors r_j = sqrt(abar_prev/abar) (see chain_slopes)")
-    r = torch.as_tensor(ratio).to(z0)
-    if r.shape != (T,): raise ValueError(f"ratio must have shape (T,) = ({T},), got {tuple(r.shape)}")
-    s0 = r if slope is None else torch.as_tensor(slope).to(z0)
-    if s0.shape != (T,): raise ValueError(f"slope must have shape (T,) = ({T},), got {tuple(s0.shape)}")
+    r = _chain_vector("ratio", ratio, z0)
+    s0 = r if slope is None else _chain_vector("slope", slope, z0)
     secant = check_int("secant", secant, lo=0)
     clip = check_number("clip", clip, lo=0, lo_open=True)
     tr = _Trace("chain_newton", tol, stop_mode, sample_dim, callback)

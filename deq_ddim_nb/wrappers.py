@@ -8,7 +8,7 @@ Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/wrappers.html.md"""
 from __future__ import annotations
 import weakref
 import torch
-from .checks import check_int
+from .checks import STATE_DTYPES, check_callable, check_int
 
 # %% auto #0
 __all__ = ['HALF_DTYPES', 'model_dtype', 'model_device', 'check_model_dtype', 'CastEps', 'ChunkedEps', 'replica', 'check_devices',
@@ -135,8 +135,11 @@ def wrap_model(eps_model,                         # callable `eps_model(x, t) ->
                state_device=None,                 # device of the states; a model elsewhere gets them moved in and out
                name:str="x_T"):                   # the argument named in a dtype error
     "`eps_model` called as the samplers call it: chunked, sharded, in its own dtype and device. Returns a callable (x, t) -> eps."
+    check_callable("eps_model", eps_model)
     devs = None if devices is None else check_devices(devices)
     if max_batch is not None: max_batch = check_int("max_batch", max_batch, lo=1)
+    if state_dtype is not None and state_dtype not in STATE_DTYPES:
+        raise TypeError(f"state_dtype must be one of {STATE_DTYPES} or None, got {state_dtype!r}")
     md = None if state_dtype is None else check_model_dtype(eps_model, torch.empty(0, dtype=state_dtype), name)
     home = model_device(eps_model)
     cast = md in HALF_DTYPES

@@ -235,3 +235,65 @@ def test_numpy_scalars_accepted_by_deq_sample(digits_model):
         a, _ = deq_sample(digits_model, x_T, s, solver="anderson", max_iter=np.int64(3), tol=np.float64(1e-3), m=np.int64(3))
         b, _ = deq_sample(digits_model, x_T, s, solver="anderson", max_iter=3, tol=1e-3, m=3)
     assert torch.equal(a, b)
+
+
+# --- arguments that must be callables, generators or bounded sizes (found by scripts/fuzz_api.py) ---
+
+@pytest.mark.parametrize("bad", [None, 3, "eps"])
+def test_a_model_that_cannot_be_called_is_named_eps_model(bad):
+    x = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    for call in (lambda: ddim_sample(bad, x, DDIMSchedule.make(5)), lambda: call_eps(bad, x, torch.tensor([1]))):
+        with pytest.raises(TypeError, match="eps_model must be callable"): call()
+
+
+@pytest.mark.parametrize("solver", ["picard", "anderson", "broyden"])
+@pytest.mark.parametrize("bad", ["x", 3])
+def test_a_callback_that_cannot_be_called_is_named_callback(solver, bad):
+    from deq_ddim_nb.solvers import get_solver
+    with pytest.raises(TypeError, match="callback must be callable"):
+        get_solver(solver)(lambda z: 0.5 * z, torch.zeros(3, 2), callback=bad)
+
+
+def test_draw_noise_names_its_bad_arguments():
+    x, s = torch.zeros(1, 1, 8, 8, dtype=torch.float64), DDIMSchedule.make(5, eta=0.5)
+    with pytest.raises(TypeError, match="sched must be a DDIMSchedule"): draw_noise(5, x)
+    with pytest.raises(TypeError, match="x_T must be a torch.Tensor"): draw_noise(s, [1.0])
+    with pytest.raises(TypeError, match="x_T must be a floating tensor"): draw_noise(s, x.long())
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"): draw_noise(s, x, generator=3)
+    assert draw_noise(s, x, torch.Generator().manual_seed(0)).shape == (5, 1, 1, 8, 8)
+
+
+def test_n_train_has_an_upper_bound_named_in_the_error():
+    from deq_ddim_nb.schedules import N_TRAIN_MAX, make_timesteps
+    for call in (lambda n: make_betas(n), lambda n: DDIMSchedule.make(5, n_train=n), lambda n: make_timesteps(5, n_train=n),
+                 lambda n: DDIMSchedule.from_config(5, dict(num_train_timesteps=n))):
+        with pytest.raises(ValueError, match=f"(n_train|num_train_timesteps).* must be <= {N_TRAIN_MAX}"): call(N_TRAIN_MAX + 1)
+    assert len(make_betas(N_TRAIN_MAX)) == N_TRAIN_MAX
+
+
+def test_deq_sample_names_a_callback_that_cannot_be_called_before_any_work():
+    calls = []
+    model = lambda x, t: calls.append(1) or 0 * x
+    with pytest.raises(TypeError, match="callback must be callable"):
+        deq_sample(model, torch.zeros(1, 1, 8, 8, dtype=torch.float64), DDIMSchedule.make(5), callback="x")
+    assert not calls
+
+
+@pytest.mark.parametrize("sampler", ["ddim_sample", "deq_sample", "window_sample"])
+def test_samplers_name_a_generator_that_is_not_one_even_when_eta_is_zero(sampler):
+    from deq_ddim_nb import ddim, deq, parallel
+    fn = dict(ddim_sample=ddim.ddim_sample, deq_sample=deq.deq_sample, window_sample=parallel.window_sample)[sampler]
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        fn(lambda x, t: 0 * x, torch.zeros(1, 1, 8, 8, dtype=torch.float64), DDIMSchedule.make(5), generator=3)
+
+
+@pytest.mark.parametrize("bad", ["x", [1.0], torch.zeros(2, 3, dtype=torch.long), torch.zeros(1, 3)])
+def test_ddim_step_names_a_bad_noise_even_where_sigma_is_zero(bad):
+    x = torch.zeros(2, 3)
+    with pytest.raises((TypeError, ValueError), match="noise must"): ddim_step(x, x, 0.5, 0.8, 0.0, bad)
+
+
+@pytest.mark.parametrize("bad", [None, 3])
+def test_round_budget_names_a_solver_that_is_neither_a_name_nor_a_callable(bad):
+    from deq_ddim_nb.deq import round_budget
+    with pytest.raises(TypeError, match="solver must be"): round_budget(10, solver=bad)

@@ -300,3 +300,53 @@ def test_every_public_function_documents_each_argument():
         var_kw = {p.name for p in inspect.signature(obj).parameters.values() if p.kind is p.VAR_KEYWORD}   # docments skips **kw
         missing += [f"{name}({k})" for k, v in docments(obj, full=False).items() if k != "return" and k not in var_kw and not v]
     assert not missing, missing
+
+
+def test_a_history_longer_than_the_run_allocates_only_what_the_run_uses():
+    "m = 10**12 (or Broyden's full memory with max_iter = 10**12) must run, and m >= max_iter equals m = max_iter."
+    f, z0 = (lambda z: 0.5 * z + 1.0), torch.zeros(5, 1, 3, dtype=torch.float64)
+    a_huge, a_run = anderson(f, z0, m=10 ** 12, max_iter=6), anderson(f, z0, m=6, max_iter=6)
+    assert torch.equal(a_huge[0], a_run[0])
+    z, st = broyden(f, z0, max_iter=10 ** 12, tol=1e-10)
+    assert st.converged and torch.allclose(z, torch.full_like(z, 2.0))
+    assert torch.equal(broyden(f, z0, m=10 ** 12, max_iter=6)[0], broyden(f, z0, max_iter=6)[0])
+
+
+def test_broyden_full_memory_beyond_its_first_buffer_matches_dense_broyden():
+    "The history grows on demand past its first 8 columns: full memory follows dense good Broyden (explicit B) round by round."
+    g = torch.Generator().manual_seed(0)
+    A = 0.3 * torch.randn(30, 30, dtype=torch.float64, generator=g)
+    f = lambda z: torch.tanh(z @ A.T) + 0.1 * torch.sin(3 * z) + 1
+    z0 = torch.zeros(4, 30, dtype=torch.float64)
+    _, st = broyden(f, z0, max_iter=25, tol=1e-14)
+    x, B, ref = z0.flatten(), -torch.eye(z0.numel(), dtype=torch.float64), []     # dense reference: B ≈ J_g^-1
+    gx = f(x.view_as(z0)).flatten() - x
+    ref.append(float(gx.norm() / (1e-5 + (gx + x).norm())))
+    dx = gx
+    for _ in range(24):
+        x = x + dx
+        fx = f(x.view_as(z0)).flatten()
+        gn = fx - x
+        ref.append(float(gn.norm() / (1e-5 + fx.norm())))
+        dg, vT = gn - gx, dx @ B
+        B = B + torch.outer((dx - B @ dg) / (vT @ dg), vT)
+        gx, dx = gn, -(B @ gn)
+    assert len(st.rel_residuals) == 25
+    for k, (a, b) in enumerate(zip(st.rel_residuals, ref)):
+        if b > 1e-9: assert abs(a - b) <= 1e-6 * b, (k, a, b)
+    assert sum(b > 1e-9 for b in ref) > 9                      # the comparison reaches past the first buffer of 8
+
+
+@pytest.mark.parametrize("arg", ["ratio", "slope"])
+def test_chain_newton_names_a_ratio_or_slope_that_is_not_numbers(arg):
+    z0 = torch.zeros(5, 1, 3, dtype=torch.float64)
+    kw = dict(ratio=torch.ones(5, dtype=torch.float64))
+    with pytest.raises(TypeError, match=f"{arg} must be a \\(T,\\) tensor of numbers"):
+        chain_newton(lambda z: 0.5 * z, z0, **{**kw, arg: "x"})
+
+
+@pytest.mark.parametrize("solver", [picard, anderson, broyden, chain_newton])
+@pytest.mark.parametrize("bad", [None, "x", torch.zeros(0), torch.zeros(3, 2, dtype=torch.long)])
+def test_every_solver_names_a_z0_that_is_not_a_floating_tensor(solver, bad):
+    with pytest.raises(TypeError, match="z0 must be a non-empty floating tensor"):
+        solver(lambda z: 0.5 * z, bad, **({"ratio": torch.ones(3)} if solver is chain_newton else {}))

@@ -174,3 +174,12 @@ def test_every_public_function_documents_each_argument():
         if f is object.__init__: continue
         missing += [f"{name}({k})" for k, v in docments(f, full=False).items() if k not in ("self", "return") and not v]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("bad", ["x", 3, torch.int64, torch.float16])
+def test_wrap_model_names_a_state_dtype_that_is_not_a_state_dtype(bad):
+    with pytest.raises(TypeError, match="state_dtype must be one of"): wrappers.wrap_model(lambda x, t: x, state_dtype=bad)
+
+
+def test_wrap_model_names_a_model_that_cannot_be_called():
+    with pytest.raises(TypeError, match="eps_model must be callable"): wrappers.wrap_model(None)
