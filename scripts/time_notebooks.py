@@ -6,7 +6,7 @@
     OMP_NUM_THREADS=1 python scripts/time_notebooks.py --record --force 04_fixed_point   # only these (others keep their rows)
 
 Without --out or --record the table goes to $XDG_CACHE_HOME/deq-ddim-nb/bench (~/.cache/deq-ddim-nb/bench); rows of
-notebooks not run now are kept from the table that is there, and replacing it needs --force. The file is written with
+notebooks not run now are kept from the table that is there (those of notebooks no longer in nbs/ are dropped), and replacing it needs --force. The file is written with
 deq_ddim_nb.files.publish.
 
 Each notebook runs in a fresh kernel (nbclient), from nbs/, with the same environment as `nbdev-test` minus its `slow`
@@ -66,11 +66,13 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as e:
         p.error(f"argument --out: {e}".replace("with overwrite", "with --force").replace("record=True", "--record"))
     paths = sorted(q for q in (ROOT / "nbs").glob("*.ipynb") if not q.name.startswith("_"))
+    existing = {q.stem for q in paths}
     if args.notebooks:
         unknown = set(args.notebooks) - {q.stem for q in paths}
         if unknown: p.error(f"no such notebook(s): {sorted(unknown)}")
         paths = [q for q in paths if q.stem in args.notebooks]
     rows = {r["notebook"]: r for r in csv.DictReader(io.StringIO(read_text(out, "timing table")))} if out.exists() else {}
+    rows = {k: r for k, r in rows.items() if k in existing}          # a notebook that was renamed or removed loses its row
     for path in paths:
         r = time_one(path)
         rows[path.stem] = r
