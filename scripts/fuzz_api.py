@@ -113,12 +113,14 @@ def classify(fn, kw, name):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--no-memory-limit", action="store_true", help="skip the 8 GiB address-space limit (when called in-process)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    try:
+    if not args.no_memory_limit:
+      try:
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (8 * 2 ** 30, 8 * 2 ** 30))
-    except (ImportError, ValueError, OSError): pass                 # not on this platform: run without the limit
+      except (ImportError, ValueError, OSError): pass               # not on this platform: run without the limit
     total, bad_lines = Counter(), []
     print(f"{'function':26s} {'probes':>6s} {'clear error':>11s} {'accepted':>8s} {'unnamed':>7s} {'raw':>4s}")
     for fname, fn, base, bads in cases():

@@ -297,3 +297,16 @@ def test_ddim_step_names_a_bad_noise_even_where_sigma_is_zero(bad):
 def test_round_budget_names_a_solver_that_is_neither_a_name_nor_a_callable(bad):
     from deq_ddim_nb.deq import round_budget
     with pytest.raises(TypeError, match="solver must be"): round_budget(10, solver=bad)
+
+
+def test_the_api_fuzz_finds_no_unnamed_error_and_no_raw_traceback(capsys):
+    "scripts/fuzz_api.py: 729 bad-argument probes over 19 public functions; its exit status counts unnamed + raw outcomes."
+    import importlib.util, pathlib
+    path = pathlib.Path(__file__).parents[1] / "scripts" / "fuzz_api.py"
+    spec = importlib.util.spec_from_file_location("fuzz_api", path)
+    fuzz = importlib.util.module_from_spec(spec); spec.loader.exec_module(fuzz)
+    status = fuzz.main(["--no-memory-limit"])
+    table = capsys.readouterr().out
+    assert status == 0, table
+    total = table.split("\nall ")[1].split()[:5]                      # probes, clear error, accepted, unnamed, raw
+    assert int(total[0]) >= 700 and total[3:] == ["0", "0"], table
