@@ -234,11 +234,12 @@ def _signals_raise():
             state["armed"] = False
             raise Interrupted(signum)
     old = {}
-    for s in _SIGNALS:
-        h = signal.getsignal(s)
-        if h is None or h == signal.SIG_IGN: continue               # ignored, or set outside Python: left alone
-        old[s] = signal.signal(s, handler)
     try:
+        with _held():    # a signal that comes while the handlers go in waits until all of them are in and recorded
+            for s in _SIGNALS:
+                h = signal.getsignal(s)
+                if h is None or h == signal.SIG_IGN: continue       # ignored, or set outside Python: left alone
+                old[s] = signal.signal(s, handler)
         yield state
     finally:
         state["armed"] = False

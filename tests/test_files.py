@@ -474,3 +474,19 @@ def test_sigterm_at_any_moment_leaves_the_old_set_or_the_new_one_and_no_temporar
         assert names == [f"f{k:02d}.txt" for k in range(20)], names                  # no temporaries, no backups
         contents = {(tmp_path / n).read_text() for n in names}
         assert len(contents) == 1, f"trial {trial}: a mixed set of {len(contents)} versions"
+
+
+def test_sigterm_while_the_handlers_go_in_still_ends_by_sigterm_with_nothing_published(tmp_path):
+    "A SIGTERM that arrives between installing the handlers of two signals: the process ends by SIGTERM, nothing written."
+    code = ("import os, signal, sys; from pathlib import Path; from deq_ddim_nb.files import publish\n"
+            "real, sent = signal.signal, []\n"
+            "def install_then_term(s, h):\n"
+            "    r = real(s, h)\n"
+            "    if not sent: sent.append(s); os.kill(os.getpid(), signal.SIGTERM)   # before the next handler goes in\n"
+            "    return r\n"
+            "signal.signal = install_then_term\n"
+            "publish({Path(sys.argv[1]) / 'out.txt': 'x'})\n"
+            "print('returned', flush=True)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == -signal.SIGTERM, (r.returncode, r.stderr[-2000:])
+    assert _listing(tmp_path) == [] and "returned" not in r.stdout
