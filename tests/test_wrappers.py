@@ -25,6 +25,7 @@ class TinyEps(torch.nn.Module):
         with torch.no_grad():
             self.conv.weight.copy_(0.1 * torch.randn(self.conv.weight.shape, generator=g))
             self.emb.weight.copy_(0.01 * torch.randn(self.emb.weight.shape, generator=g))
+            self.conv.bias.copy_(0.01 * torch.randn(self.conv.bias.shape, generator=g))   # every weight seeded
     def forward(self, x, t):
         return self.conv(x) + self.emb(t).view(-1, 1, 1, 1)
 
@@ -125,7 +126,9 @@ def test_half_precision_model_runs_with_float32_states(half):
         x0, info = deq_sample(net, x_T, s, solver="picard", max_iter=11, tol=1e-30)
     seq = ddim_sample(wrap_model(net, state_dtype=torch.float32), x_T, s)
     assert x0.dtype == torch.float32 and info.xs.dtype == torch.float32
-    assert rel(x0, seq) < 1e-6                            # Picard is exact after T rounds, whatever the model's precision
+    # Picard is exact after T rounds in exact arithmetic; a half-precision convolution rounds a batch of T·B states and a
+    # batch of B differently (up to 1e-5 relative over 20 seeds), far below half precision's own eps (1e-3 for float16)
+    assert rel(x0, seq) < 1e-4
     with pytest.raises(TypeError, match=r"^x_T has dtype torch\.float64.*half-precision.*x_T\.float\(\)"):
         deq_sample(net, x_T.double(), s)
 
