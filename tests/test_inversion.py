@@ -256,7 +256,7 @@ def test_early_stopping(gm):
 ])
 def test_every_bad_argument_names_the_parameter_with_the_right_exception(gm, kw, exc, name):
     "The package's one policy (deq_ddim_nb.checks): a wrong type is a TypeError, a wrong value a ValueError, named."
-    target = gm.sample(2, generator=torch.Generator().manual_seed(0))
+    target, kw = gm.sample(2, generator=torch.Generator().manual_seed(0)), dict(kw)   # a copy: the parameters are reused
     with pytest.raises(exc, match=rf"\b{name}\b"):
         invert(gm, target, DDIMSchedule.make(10), epochs=kw.pop("epochs", 2), progress=False, **kw)
 
