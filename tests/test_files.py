@@ -490,3 +490,67 @@ def test_sigterm_while_the_handlers_go_in_still_ends_by_sigterm_with_nothing_pub
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == -signal.SIGTERM, (r.returncode, r.stderr[-2000:])
     assert _listing(tmp_path) == [] and "returned" not in r.stdout
+
+
+# --- behaviour that the mutation run showed untested -----------------------------------------------------------------
+def test_a_float_target_just_outside_the_range_is_clamped_and_beyond_the_margin_refused(tmp_path):
+    "Floats within 1e-3 of [-1, 1] are rounding (clamped into range); further out is an error, with the 0..255 hint only for pixels."
+    ok = torch.linspace(-1.0005, 1.0005, 256).reshape(1, 16, 16)
+    np.save(tmp_path / "ok.npy", ok.numpy())
+    x = load_target(tmp_path / "ok.npy", (1, 16, 16))
+    assert x.dtype == torch.float32 and float(x.min()) == -1.0 and float(x.max()) == 1.0
+    assert torch.equal(x[0], ok.clamp(-1, 1))
+    for lo, hi, hint in ((-1.002, 0.5, False), (-0.5, 1.002, False), (0.0, 255.0, True), (1.0, 200.0, True), (0.0, 256.0, False)):
+        t = torch.linspace(lo, hi, 256).reshape(1, 16, 16)
+        np.save(tmp_path / "bad.npy", t.numpy())
+        with pytest.raises(ValueError, match="outside \\[-1, 1\\]") as e: load_target(tmp_path / "bad.npy", (1, 16, 16))
+        assert ("looks like 0..255 pixels" in str(e.value)) == hint, (lo, hi, str(e.value))
+
+
+def test_uint8_tensor_targets_are_rescaled_to_float32(tmp_path):
+    u = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16)
+    np.save(tmp_path / "u.npy", u.numpy())
+    x = load_target(tmp_path / "u.npy", (1, 16, 16))
+    assert x.dtype == torch.float32 and torch.allclose(x[0], u.float() / 127.5 - 1)
+
+
+def test_a_pickled_npy_target_is_refused_without_running_its_payload(tmp_path):
+    "An .npy holding a pickled object is refused; unpickling it would have created a file."
+    import pickle
+    marker = tmp_path / "payload-ran"
+    class Payload:
+        def __reduce__(self): return (open, (str(marker), "w"))
+    arr = np.empty(1, dtype=object); arr[0] = Payload()
+    with open(tmp_path / "evil.npy", "wb") as f: np.lib.format.write_array(f, arr, allow_pickle=True)
+    assert pickle is not None and not marker.exists()
+    with pytest.raises(ValueError, match="could not read evil.npy as a tensor"): load_target(tmp_path / "evil.npy", (1, 16, 16))
+    assert not marker.exists()
+
+
+def test_png_bytes_clamps_values_outside_the_range_instead_of_wrapping(tmp_path):
+    from PIL import Image
+    import io
+    x = torch.tensor([-5.0, -1.0, 0.0, 1.0, 5.0]).reshape(1, 1, 1, 5)
+    px = np.asarray(Image.open(io.BytesIO(files.png_bytes(x))))
+    assert px.tolist() == [[0, 0, 128, 255, 255]]
+    rgb = np.asarray(Image.open(io.BytesIO(files.png_bytes(torch.zeros(2, 3, 2, 2)))))
+    assert rgb.shape == (2, 4, 3)                                           # two RGB images side by side
+    with pytest.raises(ValueError, match="C = 1 or 3"): files.png_bytes(torch.zeros(1, 4, 2, 2))
+
+
+def test_publish_file_replaces_only_when_asked_and_always_removes_its_source(tmp_path):
+    target = tmp_path / "out.txt"; target.write_text("old")
+    src = tmp_path / "new.tmp"; src.write_text("new")
+    with pytest.raises(FileExistsError): publish_file(src, target)
+    assert target.read_text() == "old" and not src.exists()                # refused, and the finished file is gone
+    src.write_text("new")
+    publish_file(src, target, overwrite=True)
+    assert target.read_text() == "new" and not src.exists()
+
+
+def test_an_image_of_exactly_max_pixels_is_read(tmp_path):
+    x = load_target(_png(tmp_path / "t.png"), (1, 16, 16), max_pixels=256)
+    assert x.shape == (1, 1, 16, 16)
+    with pytest.raises(ValueError, match="pixels"): load_target(_png(tmp_path / "t.png"), (1, 16, 16), max_pixels=255)
+    assert load_target(0, (1, 16, 16), max_pixels=1).shape == (1, 1, 16, 16)   # 1 is the smallest limit allowed
+    with pytest.raises(ValueError, match="max_pixels"): load_target(0, (1, 16, 16), max_pixels=0)

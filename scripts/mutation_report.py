@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""Summarise a mutation-testing run: the score per module and every surviving mutant, sorted into kinds.
+
+    pip install -e ".[dev]"
+    OMP_NUM_THREADS=1 mutmut run --max-children 2      # the configuration is [tool.mutmut] in pyproject.toml
+    python scripts/mutation_report.py > mutation_report.md
+
+It reads what `mutmut run` left in `mutants/` (one `.meta` file per module, holding each mutant's exit status), and shows
+each survivor as the line it changed. Survivors are sorted into kinds; only `behaviour` needs a test, the others are
+explained by their kind:
+
+- `wording`: the text of an error or warning message (tests match the parameter a message names, not every word);
+- `docstring`: a docstring, which no code reads;
+- `display`: what a progress bar shows (its description, whether it stays or is disabled);
+- `one device`: a `device` argument dropped or set to None, which changes nothing while every tensor lives on the CPU
+  (CI has no GPU; the device paths are checked on a GPU by `bench/gpu.sh`);
+- `behaviour`: anything else; each is listed with the line it changed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import Counter, defaultdict
+from difflib import unified_diff
+from pathlib import Path
+
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", None: "not checked", 34: "skipped",
+          36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37: "caught by type check"}
+
+
+def results(root: Path) -> dict:
+    "{module: {mutant name: status}} from the `.meta` files of a mutmut run in `root`."
+    out = {}
+    for meta in sorted((root / "mutants").rglob("*.py.meta")):
+        module = meta.relative_to(root / "mutants").as_posix()[:-len(".py.meta")].replace("/", ".")
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        out[module] = {k: STATUS.get(v, "suspicious") for k, v in codes.items()}
+    return out
+
+
+def _functions(path: Path) -> dict:
+    "Each top-level (or class-level) function's source in a mutants file, by name."
+    src, funcs, name, buf = path.read_text().splitlines(), {}, None, []
+    for line in src + [""]:
+        m = re.match(r"(    )?def (\S+?)\(", line)
+        if m or (name and line and not line.startswith((" ", "\t", ")")) and not line.startswith("def ")):
+            if name: funcs[name] = "\n".join(buf).rstrip()
+            name, buf = (m.group(2), [line]) if m else (None, [])
+        elif name: buf.append(line)
+    return funcs
+
+
+def change(root: Path, module: str, mutant: str, cache: dict) -> tuple[list[str], list[str]]:
+    "(removed lines, added lines) of a mutant against its original function."
+    path = root / "mutants" / (module.replace(".", "/") + ".py")
+    if path not in cache: cache[path] = _functions(path)
+    fn = mutant[len(module) + 1:]
+    orig = re.sub(r"__mutmut_\d+$", "__mutmut_orig", fn)
+    a, b = cache[path].get(orig.split("ǁ")[-1], ""), cache[path].get(fn.split("ǁ")[-1], "")
+    a = a.split("\n", 1)[1] if "\n" in a else a                       # the def lines differ only by name
+    b = b.split("\n", 1)[1] if "\n" in b else b
+    diff = list(unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=0))
+    return ([l[1:].strip() for l in diff if l.startswith("-") and not l.startswith("---")],
+            [l[1:].strip() for l in diff if l.startswith("+") and not l.startswith("+++")])
+
+
+_STR = re.compile(r'[rbfu]?("""[\s\S]*?"""|"[^"\n]*"|\'[^\'\n]*\')', re.I)
+
+
+def kind(removed: list[str], added: list[str]) -> str:
+    "The kind of a surviving mutant (see the module docstring)."
+    m, p = " ".join(removed), " ".join(added)
+    if re.match(r'^[rbfu]?("""|"|\')', m) and re.match(r'^[rbfu]?("""|"|\'|None)', p): return "docstring"
+    if re.search(r"\b(raise|warn|warnings\.warn|Error\(|Warning\()", m) or re.match(r'^f?"', m.strip()): return "wording"
+    if _STR.sub("S", m) == _STR.sub("S", p): return "wording"           # only the text inside a string changed
+    if re.search(r"\b(tqdm|desc=|leave=|disable=|set_postfix|bar\.)", m): return "display"
+    if "device" in m and re.sub(r"\s", "", m) != re.sub(r"\s", "", p):
+        a, b = re.sub(r"[\w.]*device[\w.]*", "D", m), re.sub(r"[\w.]*device[\w.]*", "D", p)
+        if a.replace("D", "None") == b or re.sub(r",?\s*\w*=?D", "", a) == re.sub(r",?\s*\w*=?D", "", b): return "one device"
+    return "behaviour"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", type=Path, default=Path("."), help="the folder `mutmut run` ran in (it holds mutants/)")
+    args = p.parse_args(argv)
+    res = results(args.root)
+    if not res: p.error(f"argument --root: no mutants/*.meta under {args.root}; run `mutmut run` there first")
+    print("| module | mutants | killed | survived | no tests | timeout | not checked | score |")
+    print("|---|---|---|---|---|---|---|---|")
+    total = Counter()
+    for module, by in res.items():
+        c = Counter(by.values()); total.update(c)
+        checked = c["killed"] + c["survived"] + c["no tests"] + c["timeout"]
+        score = f"{(c['killed'] + c['timeout']) / checked:.1%}" if checked else "–"
+        print(f"| {module} | {len(by)} | {c['killed']} | {c['survived']} | {c['no tests']} | {c['timeout']} | {c['not checked']} | {score} |")
+    checked = total["killed"] + total["survived"] + total["no tests"] + total["timeout"]
+    print(f"| all | {sum(total.values())} | {total['killed']} | {total['survived']} | {total['no tests']} | {total['timeout']} | "
+          f"{total['not checked']} | {(total['killed'] + total['timeout']) / max(checked, 1):.1%} |")
+    print("\nScore: (killed + timeout) / checked. A timeout counts as caught: the mutant made a run hang.\n")
+    cache, kinds = {}, defaultdict(list)
+    for module, by in res.items():
+        for name, status in by.items():
+            if status not in ("survived", "no tests"): continue
+            removed, added = change(args.root, module, name, cache)
+            kinds[kind(removed, added)].append((name, status, removed, added))
+    print("| kind of survivor | count |\n|---|---|")
+    KINDS = ("behaviour", "wording", "docstring", "display", "one device")
+    for k in KINDS: print(f"| {k} | {len(kinds[k])} |")
+    for k in KINDS:
+        print(f"\n## {k} ({len(kinds[k])})\n")
+        for name, status, removed, added in kinds[k]:
+            short = name.split(".", 1)[1].replace("ǁ", ".")
+            print(f"- `{short}` ({status}): `{' / '.join(removed)[:140]}` → `{' / '.join(added)[:140]}`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
