@@ -350,3 +350,57 @@ def test_chain_newton_names_a_ratio_or_slope_that_is_not_numbers(arg):
 def test_every_solver_names_a_z0_that_is_not_a_floating_tensor(solver, bad):
     with pytest.raises(TypeError, match="z0 must be a non-empty floating tensor"):
         solver(lambda z: 0.5 * z, bad, **({"ratio": torch.ones(3)} if solver is chain_newton else {}))
+
+
+# --- behaviour that the mutation run showed untested -----------------------------------------------------------------
+@pytest.mark.parametrize("solver,seed,scale", [(anderson, 0, 3.0), (broyden, 11, 2.0)])
+def test_the_solver_returns_the_lowest_residual_image_not_the_last(solver, seed, scale):
+    "On a map where the last round is not the best one, Anderson and Broyden return f(z) of the lowest-residual round."
+    A = scale * torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    f = lambda z: torch.tanh(z @ A.T) + 1
+    seen = []
+    z, st = solver(f, torch.zeros(3, 6, dtype=torch.float64), max_iter=12, tol=1e-12,
+                   callback=lambda k, z, fz, res: seen.append(fz.clone()))
+    assert st.best_index < st.nfe - 1                                   # the case this test is about
+    assert st.best_index == min(range(st.nfe), key=st.residuals.__getitem__)
+    assert torch.equal(z, seen[st.best_index])
+
+
+@pytest.mark.parametrize("solver", [picard, anderson, broyden, chain_newton])
+def test_a_map_that_is_not_finite_at_once_gives_back_its_output_and_diverged(solver):
+    kw = {"ratio": torch.ones(3, dtype=torch.float64)} if solver is chain_newton else {}
+    z, st = solver(lambda z: z * float("nan"), torch.ones(3, 2, dtype=torch.float64), **kw)
+    assert torch.is_tensor(z) and z.shape == (3, 2) and bool(torch.isnan(z).all())
+    assert st.diverged and not st.converged and st.nfe == 1 and st.solver == solver.__name__
+
+
+@pytest.mark.parametrize("solver", [picard, anderson, broyden, chain_newton])
+def test_the_solvers_share_one_set_of_defaults(solver):
+    "max_iter = 50 rounds, tol = 1e-3, relative residual: the same for every solver (deq_sample sets its own)."
+    import inspect
+    p = inspect.signature(solver).parameters
+    assert (p["max_iter"].default, p["tol"].default, p["stop_mode"].default) == (50, 1e-3, "rel")
+    f, kw = (lambda z: z + 1.0), ({"ratio": torch.ones(3, dtype=torch.float64)} if solver is chain_newton else {})
+    z, st = solver(f, torch.zeros(3, 2, dtype=torch.float64), **kw)    # no fixed point: the default budget is spent
+    assert st.nfe == 50 and not st.converged
+
+
+@pytest.mark.parametrize("solver", [anderson, broyden])
+def test_group_dims_solves_each_group_as_its_own_problem(solver):
+    "With group_dims=(0,) on a row-separable map, every round's iterate of each row is what solving that row alone gives."
+    A = 0.3 * torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    c = torch.tensor([[0.0], [1.0], [3.0]], dtype=torch.float64)
+    f = lambda z: torch.tanh(z @ A.T) + c[: len(z)] * torch.sin(z) + 1
+    z0, together = torch.zeros(3, 6, dtype=torch.float64), []
+    solver(f, z0, group_dims=(0,), max_iter=6, tol=1e-14, callback=lambda k, z, fz, r: together.append(z.clone()))
+    for i in range(3):
+        fi, alone = (lambda z, i=i: torch.tanh(z @ A.T) + c[i] * torch.sin(z) + 1), []
+        solver(fi, z0[i:i + 1], max_iter=6, tol=1e-14, callback=lambda k, z, fz, r: alone.append(z.clone()))
+        assert len(alone) == len(together) == 6
+        for k in range(6): assert torch.allclose(together[k][i:i + 1], alone[k], rtol=1e-9, atol=1e-12), (i, k)
+
+
+def test_broyden_keeps_a_history_of_one_and_names_a_history_of_zero():
+    z, st = broyden(lambda z: 0.5 * z + 1, torch.zeros(3, 2, dtype=torch.float64), m=1, tol=1e-10)
+    assert st.converged and torch.allclose(z, torch.full_like(z, 2.0))
+    with pytest.raises(ValueError, match="m must be >= 1"): broyden(lambda z: z, torch.zeros(3, 2), m=0)
