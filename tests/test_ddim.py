@@ -220,3 +220,18 @@ def test_ddim_sample_trajectory_and_defaults():
     assert ddim_sample(_time_only, x_T, s, enable_grad=True).requires_grad
     with pytest.raises(ValueError, match="non-finite"):
         ddim_sample(lambda x, t: x * float("nan"), x_T.detach(), s)
+
+
+# --- behaviour that the mutation run showed untested -----------------------------------------------------------------
+def test_ddim_invert_keeps_x0s_dtype_names_x_0_and_honours_check_false():
+    s = DDIMSchedule.make(5)
+    zero = lambda x, t: 0 * x
+    for dt in (torch.float32, torch.float64):
+        assert ddim_invert(zero, randn(2, 1, 8, 8, dtype=dt), s).dtype == dt
+    class Net(torch.nn.Module):                                             # a float32 model
+        def __init__(self): super().__init__(); self.c = torch.nn.Conv2d(1, 1, 3, padding=1)
+        def forward(self, x, t): return self.c(x)
+    with pytest.raises(TypeError, match=r"^x_0 has dtype torch\.float64"): ddim_invert(Net(), randn(2, 1, 8, 8, dtype=torch.float64), s)
+    nan = lambda x, t: x * float("nan")
+    with pytest.raises(ValueError, match="non-finite"): ddim_invert(nan, randn(2, 1, 8, 8), s)
+    assert bool(torch.isnan(ddim_invert(nan, randn(2, 1, 8, 8), s, check=False)).all())   # check=False: no checks

@@ -401,3 +401,58 @@ def test_numpy_scalars_are_numbers_for_invert():
         _check_args("deq", "phantom", 0.1, True, 0.01, 3, None)
     with pytest.raises(ValueError, match="epochs"):
         _check_args("deq", "phantom", 0.1, 1, 0.01, np.int64(0), None)
+
+
+# --- behaviour that the mutation run showed untested -----------------------------------------------------------------
+def _naive_damped_steps(model, xs, x_T, sched, noise, tau, k):
+    "k damped steps z <- tau h(z; x_T) + (1 - tau) z from the fixed point, by plain autograd through every step."
+    z = xs.detach()
+    for _ in range(k): z = tau * deq_map(model, z, x_T, sched, noise) + (1 - tau) * z
+    return z
+
+
+@pytest.mark.parametrize("case", ["ddim", "sddim", "v_prediction"])
+@pytest.mark.parametrize("k", [1, 2])
+def test_phantom_step_has_the_gradient_of_k_plain_damped_steps(gm, case, k):
+    "Eq. (18)'s value is the fixed point and its gradient that of k damped steps of h̃ (with the noises, with the schedule's prediction)."
+    s = {"ddim": DDIMSchedule.make(6), "sddim": DDIMSchedule.make(6, eta=0.5),
+         "v_prediction": DDIMSchedule.make(6, prediction_type="v_prediction")}[case]
+    x_T = randn(3, 2, seed=4)
+    noise = draw_noise(s, x_T, torch.Generator().manual_seed(1)) if case == "sddim" else None
+    xs = _fixed_point(gm, x_T, s, noise)
+    w = randn(*xs.shape, seed=5)
+    a, b = x_T.clone().requires_grad_(True), x_T.clone().requires_grad_(True)
+    z = phantom_step(gm, xs, a, s, noise, tau=0.3, k=k)
+    ref = _naive_damped_steps(gm, xs, b, s, noise, 0.3, k)
+    assert rel(z.detach(), xs) < 1e-12                                  # the value stays the fixed point
+    (z * w).sum().backward(); (ref * w).sum().backward()
+    assert rel(a.grad, b.grad) < 1e-10
+
+
+def test_phantom_step_damping_defaults_to_the_papers_tau():
+    import inspect
+    p = inspect.signature(phantom_step).parameters
+    assert (p["tau"].default, p["k"].default) == (0.1, 1)
+
+
+def test_ift_grad_solves_the_adjoint_per_image_with_the_callers_settings(gm, monkeypatch):
+    "Anderson/Broyden get one group per image (group_dims=(1,)), per-image stopping, T + 1 rounds and every extra setting."
+    from deq_ddim_nb import solvers
+    seen = {}
+    def spy(f, z0, **kw):
+        seen.update(kw); return solvers.anderson(f, z0, **kw)
+    monkeypatch.setitem(solvers.SOLVERS, "anderson", spy)
+    s, x_T = DDIMSchedule.make(6), randn(3, 2, seed=4)
+    xs = _fixed_point(gm, x_T, s)
+    g, st = ift_grad(gm, xs, x_T, s, torch.ones_like(xs), stop_mode="abs", m=3)
+    assert (seen["group_dims"], seen["sample_dim"], seen["max_iter"], seen["stop_mode"], seen["m"]) == ((1,), 1, 7, "abs", 3)
+    seen.clear()
+    ift_grad(gm, xs, x_T, s, torch.ones_like(xs), group_dims=(0, 1))
+    assert seen["group_dims"] == (0, 1)                                 # a caller's grouping is kept
+    with pytest.raises(ValueError, match="m must be >= 1"): ift_grad(gm, xs, x_T, s, torch.ones_like(xs), m=0)
+
+
+def test_deterministic_is_the_same_schedule_with_eta_zero():
+    s = DDIMSchedule.make(6, eta=0.7)
+    d = inv.deterministic(s)
+    assert d.eta == 0.0 and bool((d.sigma == 0).all()) and torch.equal(d.t, s.t) and torch.equal(d.abar, s.abar)
