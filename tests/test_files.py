@@ -554,3 +554,37 @@ def test_an_image_of_exactly_max_pixels_is_read(tmp_path):
     with pytest.raises(ValueError, match="pixels"): load_target(_png(tmp_path / "t.png"), (1, 16, 16), max_pixels=255)
     assert load_target(0, (1, 16, 16), max_pixels=1).shape == (1, 1, 16, 16)   # 1 is the smallest limit allowed
     with pytest.raises(ValueError, match="max_pixels"): load_target(0, (1, 16, 16), max_pixels=0)
+
+
+def test_image_targets_of_every_accepted_kind_are_scaled_to_the_unit_range(tmp_path):
+    "JPEG and 8-bit PNG (0..255), 16-bit PNG (0..65535), 1-bit PNG (0/1): white is +1 and black -1 in each."
+    from PIL import Image
+    for name, mode, white in (("w.jpg", "L", 255), ("w.png", "L", 255), ("w16.png", "I;16", 65535), ("w1.png", "1", 1)):
+        Image.new(mode, (16, 16), color=white).save(tmp_path / name)
+        x = load_target(tmp_path / name, (1, 16, 16))
+        assert torch.allclose(x, torch.ones_like(x), atol=1e-6), (name, float(x.min()), float(x.max()))
+        Image.new(mode, (16, 16), color=0).save(tmp_path / name)
+        assert torch.allclose(load_target(tmp_path / name, (1, 16, 16)), -torch.ones(1, 1, 16, 16), atol=1e-6), name
+
+
+def test_an_image_for_a_model_that_is_neither_gray_nor_rgb_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match=r"t\.png"): load_target(_png(tmp_path / "t.png"), (2, 16, 16))
+
+
+def test_recorded_refuses_a_path_or_an_empty_name():
+    for bad in ("", "../speed.csv", "sub/speed.csv", 3):
+        with pytest.raises(ValueError, match="name must be the name of one recorded file"): files.recorded(bad)
+    assert files.recorded("speed.csv").name == "speed.csv"
+
+
+def test_csv_text_is_unix_lines_with_the_first_rows_keys():
+    assert files.csv_text([{"a": 1, "b": "x,y"}, {"a": 2, "b": "z"}]) == 'a,b\n1,"x,y"\n2,z\n'
+    assert files.csv_text([]) == "\n" and files.csv_text([], ["a", "b"]) == "a,b\n"
+
+
+def test_default_results_dir_ignores_a_relative_xdg_cache_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert files.default_results_dir() == Path.home() / ".cache" / "deq-ddim-nb" / "bench"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert files.default_results_dir() == tmp_path / "deq-ddim-nb" / "bench"
+    with pytest.raises(TypeError, match="record must be True or False"): files.results_dir(record="yes")
