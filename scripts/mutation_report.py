@@ -9,7 +9,8 @@ It reads what `mutmut run` left in `mutants/` (one `.meta` file per module, hold
 each survivor as the line it changed. Survivors are sorted into kinds; only `behaviour` needs a test, the others are
 explained by their kind:
 
-- `wording`: the text of an error or warning message (tests match the parameter a message names, not every word);
+- `wording`: the text of an error or warning message, or a value computed only to be put into one (tests match the
+  parameter a message names, not every word);
 - `docstring`: a docstring, which no code reads;
 - `display`: what a progress bar shows (its description, whether it stays or is disabled);
 - `one device`: a `device` argument dropped or set to None, which changes nothing while every tensor lives on the CPU
@@ -19,6 +20,7 @@ explained by their kind:
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 import sys
@@ -52,6 +54,39 @@ def _functions(path: Path) -> dict:
     return funcs
 
 
+def _in_message(node, parents) -> bool:
+    "Whether `node` sits inside a `raise` or a `warnings.warn(...)` call."
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.Raise): return True
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("warn", "error"): return True
+    return False
+
+
+def message_only(source: str) -> tuple[set, dict]:
+    """(functions every call of which ends up only in messages, {function: local names every read of which is inside
+    one}), from the module's own source. A call assigned to such a local counts as ending up in a message."""
+    tree = ast.parse(source)
+    parents = {c: n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
+    local, owner = {}, {}
+    for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+        reads = defaultdict(list)
+        for n in ast.walk(fn):
+            owner.setdefault(n, fn.name)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load): reads[n.id].append(n)
+        local[fn.name] = {v for v, rs in reads.items() if all(_in_message(r, parents) for r in rs)}
+    def ends_in_message(c):
+        if _in_message(c, parents): return True
+        a = parents.get(c)
+        return (isinstance(a, ast.Assign) and len(a.targets) == 1 and isinstance(a.targets[0], ast.Name)
+                and a.targets[0].id in local.get(owner.get(c, ""), set()))
+    calls = defaultdict(list)
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name): calls[n.func.id].append(n)
+    helpers = {f for f, cs in calls.items() if cs and all(ends_in_message(c) for c in cs)}
+    return helpers, local
+
+
 def change(root: Path, module: str, mutant: str, cache: dict) -> tuple[list[str], list[str]]:
     "(removed lines, added lines) of a mutant against its original function."
     path = root / "mutants" / (module.replace(".", "/") + ".py")
@@ -69,9 +104,13 @@ def change(root: Path, module: str, mutant: str, cache: dict) -> tuple[list[str]
 _STR = re.compile(r'[rbfu]?("""[\s\S]*?"""|"[^"\n]*"|\'[^\'\n]*\')', re.I)
 
 
-def kind(removed: list[str], added: list[str]) -> str:
-    "The kind of a surviving mutant (see the module docstring)."
+def kind(removed: list[str], added: list[str], function: str = "", messages: tuple = (set(), {})) -> str:
+    "The kind of a surviving mutant (see the module docstring); `messages` is `message_only` of its module."
     m, p = " ".join(removed), " ".join(added)
+    helpers, local = messages
+    if function in helpers: return "wording"                              # a helper that only builds message text
+    v = re.match(r"^(\w+)\s*=[^=]", m)
+    if v and v.group(1) in local.get(function, set()): return "wording"  # a value read only by messages
     if re.match(r'^[rbfu]?("""|"|\')', m) and re.match(r'^[rbfu]?("""|"|\'|None)', p): return "docstring"
     if re.search(r"\b(raise|warn|warnings\.warn|Error\(|Warning\()", m) or re.match(r'^f?"', m.strip()): return "wording"
     if _STR.sub("S", m) == _STR.sub("S", p): return "wording"           # only the text inside a string changed
@@ -102,10 +141,14 @@ def main(argv=None) -> int:
     print("\nScore: (killed + timeout) / checked. A timeout counts as caught: the mutant made a run hang.\n")
     cache, kinds = {}, defaultdict(list)
     for module, by in res.items():
+        src = args.root / (module.replace(".", "/") + ".py")
+        messages = message_only(src.read_text()) if src.exists() else (set(), {})
         for name, status in by.items():
             if status not in ("survived", "no tests"): continue
             removed, added = change(args.root, module, name, cache)
-            kinds[kind(removed, added)].append((name, status, removed, added))
+            function = re.sub(r"__mutmut_\d+$", "", name[len(module) + 1:]).split("ǁ")[-1]
+            function = function[2:] if function.startswith("x_") and "ǁ" not in name else function
+            kinds[kind(removed, added, function, messages)].append((name, status, removed, added))
     print("| kind of survivor | count |\n|---|---|")
     KINDS = ("behaviour", "wording", "docstring", "display", "one device")
     for k in KINDS: print(f"| {k} | {len(kinds[k])} |")

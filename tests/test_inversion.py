@@ -456,3 +456,86 @@ def test_deterministic_is_the_same_schedule_with_eta_zero():
     s = DDIMSchedule.make(6, eta=0.7)
     d = inv.deterministic(s)
     assert d.eta == 0.0 and bool((d.sigma == 0).all()) and torch.equal(d.t, s.t) and torch.equal(d.abar, s.abar)
+
+
+def test_invert_signature_is_the_documented_one():
+    "The defaults API.md documents (tau, k, lr, epochs, stop_loss) and the ones its guide relies on (warm start, progress)."
+    import inspect
+    p = {k: v.default for k, v in inspect.signature(invert).parameters.items()}
+    assert (p["method"], p["grad"], p["tau"], p["k"], p["lr"], p["epochs"], p["stop_loss"], p["noise"], p["generator"]) == \
+           ("deq", "phantom", 0.1, 1, 0.01, 400, None, None, None)
+    assert (p["warm_start"], p["progress"], p["init"], p["max_batch"]) == (True, True, "ode", None)
+
+
+@pytest.mark.parametrize("method,grad", [("deq", "phantom"), ("deq", "ift"), ("bptt", "phantom"), ("ode", "phantom")])
+def test_the_result_records_how_it_was_found(gm, method, grad):
+    target = gm.sample(2, generator=torch.Generator().manual_seed(0))
+    t0 = __import__("time").perf_counter()
+    r = invert(gm, target, DDIMSchedule.make(6), method=method, grad=grad, tau=0.3, k=2, lr=0.05, epochs=3, seed=0,
+               init="random", progress=False)
+    wall = __import__("time").perf_counter() - t0
+    phantom = method == "deq" and grad == "phantom"
+    assert (r.method, r.grad) == (method, grad if method == "deq" else None)
+    assert (r.tau, r.k) == ((0.3, 2) if phantom else (None, None))
+    assert r.lr == (None if method == "ode" else 0.05)
+    assert len(r.seconds) == r.epochs == len(r.image_losses) and r.image_losses.shape[1] == 2
+    assert all(0 <= a <= b <= wall for a, b in zip(r.seconds, r.seconds[1:] + [wall]))    # cumulative wall time
+    assert torch.allclose(r.image_losses.sum(1), torch.tensor(r.losses, dtype=r.image_losses.dtype))
+
+
+@pytest.mark.parametrize("method,grad", [("bptt", "phantom"), ("deq", "ift")])
+def test_with_eta_the_first_step_follows_the_exact_gradient_of_the_runs_noises(gm, method, grad):
+    "Adam's first step is -lr · sign(gradient): with η > 0 it must be the gradient through the chain with the run's noises."
+    s = DDIMSchedule.make(6, eta=0.8)
+    target = gm.sample(8, generator=torch.Generator().manual_seed(0))
+    x0 = randn(8, 2, seed=7)
+    noise = draw_noise(s, x0, torch.Generator().manual_seed(3))
+    steps = []
+    r = invert(gm, target, s, method=method, grad=grad, lr=1e-3, epochs=2, init=x0, noise=noise, progress=False,
+               backward_kwargs=dict(tol=1e-12), callback=lambda e, x, l: steps.append(x.clone()) and False)
+    g = _bptt_grad(gm, x0, s, target, noise)
+    assert torch.equal(r.noise, noise) and torch.equal(steps[0], x0)
+    assert torch.allclose(steps[1], x0 - 1e-3 * torch.sign(g), rtol=0, atol=1e-8)
+
+
+def test_invert_starts_from_a_given_tensor_in_the_targets_dtype_and_chunks_model_calls(gm):
+    target = gm.sample(2, generator=torch.Generator().manual_seed(0))
+    start, seen = randn(2, 2, seed=8).float(), []
+    class Spy(torch.nn.Module):
+        config = {}
+        def forward(self, x, t): seen.append(len(x)); return gm(x, t)
+    first = []
+    r = invert(Spy(), target, DDIMSchedule.make(6), epochs=1, init=start, max_batch=3, progress=False,
+               callback=lambda e, x, l: first.append((x.clone(), l.clone())) and False)
+    assert r.x_T.dtype == target.dtype and torch.equal(first[0][0], start.to(target.dtype))
+    assert max(seen) <= 3 and first[0][1].shape == (2,)                 # chunked calls; per-image losses to the callback
+    lam = lambda x, t: gm(x, t)                                         # a model with no config attribute at all
+    assert invert(lam, target, DDIMSchedule.make(6), epochs=1, progress=False, seed=0, init="random").x_T.shape == (2, 2)
+    for bad in (torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), float("nan"), dtype=torch.float64)):
+        with pytest.raises((TypeError, ValueError), match="init"): invert(gm, target, DDIMSchedule.make(6), init=bad, progress=False)
+
+
+def test_a_target_just_outside_the_unit_range_is_accepted_for_an_image_model_and_beyond_the_margin_refused():
+    class Img(torch.nn.Module):
+        config = {"sample_shape": (1, 2, 2)}
+        def forward(self, x, t): return 0 * x
+    s = DDIMSchedule.make(4)
+    ok = torch.tensor([[-1.0005, 1.0005, 0.0, 0.5]], dtype=torch.float64).reshape(1, 1, 2, 2)
+    assert invert(Img(), ok, s, method="ode", progress=False).x_T.shape == (1, 1, 2, 2)
+    for v in (-1.002, 1.002):
+        bad = ok.clone(); bad[0, 0, 0, 0] = v
+        with pytest.raises(ValueError, match="x_target"): invert(Img(), bad, s, method="ode", progress=False)
+
+
+def test_the_adjoint_solve_gets_the_gradient_of_eq_14_at_x0_only(gm, monkeypatch):
+    "grad='ift' hands ift_grad ∂L/∂x* of Eq. (14): 2 (x*_0 − target) at x_0 and zero at every other state."
+    seen = []
+    real = inv.ift_grad
+    def spy(model, xs, x_T, sched, g, noise=None, **kw):
+        seen.append((xs.detach().clone(), g.detach().clone())); return real(model, xs, x_T, sched, g, noise, **kw)
+    monkeypatch.setattr(inv, "ift_grad", spy)
+    target = gm.sample(3, generator=torch.Generator().manual_seed(0))
+    invert(gm, target, DDIMSchedule.make(6), grad="ift", epochs=2, seed=0, init="random", progress=False)
+    assert len(seen) == 2
+    for xs, g in seen:
+        assert torch.equal(g[0], 2 * (xs[0] - target)) and not bool(g[1:].any())
