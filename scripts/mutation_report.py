@@ -4,6 +4,9 @@
     pip install -e ".[dev]"
     OMP_NUM_THREADS=1 mutmut run --max-children 2      # the configuration is [tool.mutmut] in pyproject.toml
     python scripts/mutation_report.py > mutation_report.md
+    # after adding tests: re-run only the survivors (in a fresh copy), then report both runs, the later one winning
+    mutmut run $(python scripts/mutation_report.py --survivors)
+    python scripts/mutation_report.py --root old-copy --root . > mutation_report.md
 
 It reads what `mutmut run` left in `mutants/` (one `.meta` file per module, holding each mutant's exit status), and shows
 each survivor as the line it changed. Survivors are sorted into kinds; only `behaviour` needs a test, the others are
@@ -112,8 +115,10 @@ def kind(removed: list[str], added: list[str], function: str = "", messages: tup
     v = re.match(r"^(\w+)\s*=[^=]", m)
     if v and v.group(1) in local.get(function, set()): return "wording"  # a value read only by messages
     if re.match(r'^[rbfu]?("""|"|\')', m) and re.match(r'^[rbfu]?("""|"|\'|None)', p): return "docstring"
-    if re.search(r"\b(raise|warn|warnings\.warn|Error\(|Warning\()", m) or re.match(r'^f?"', m.strip()): return "wording"
-    if _STR.sub("S", m) == _STR.sub("S", p): return "wording"           # only the text inside a string changed
+    cut = re.compile(r"\b(raise\s+\w+|warnings\.warn|warn)\b")
+    a, b = cut.search(m), cut.search(p)
+    if a and b and m[:a.end()] == p[:b.end()]: return "wording"          # same condition, same exception: only its text
+    if not a and _STR.sub("S", m) == _STR.sub("S", p) and re.match(r"^[rbfu]?(\"|\')", m.strip()): return "wording"
     if re.search(r"\b(tqdm|desc=|leave=|disable=|set_postfix|bar\.)", m): return "display"
     if "device" in m and re.sub(r"\s", "", m) != re.sub(r"\s", "", p):
         a, b = re.sub(r"[\w.]*device[\w.]*", "D", m), re.sub(r"[\w.]*device[\w.]*", "D", p)
@@ -123,10 +128,23 @@ def kind(removed: list[str], added: list[str], function: str = "", messages: tup
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", type=Path, default=Path("."), help="the folder `mutmut run` ran in (it holds mutants/)")
+    p.add_argument("--root", type=Path, action="append", help="a folder `mutmut run` ran in (it holds mutants/); "
+                   "repeat it for a later run over some of the same mutants, whose results then win (default: .)")
+    p.add_argument("--survivors", action="store_true", help="only print the names of the surviving mutants, one per line")
     args = p.parse_args(argv)
-    res = results(args.root)
-    if not res: p.error(f"argument --root: no mutants/*.meta under {args.root}; run `mutmut run` there first")
+    roots = args.root or [Path(".")]
+    res = {}
+    for root in roots:
+        r = results(root)
+        if not r: p.error(f"argument --root: no mutants/*.meta under {root}; run `mutmut run` there first")
+        for module, by in r.items():
+            mine = res.setdefault(module, {})
+            for name, status in by.items():
+                if status != "not checked" or name not in mine: mine[name] = status
+    if args.survivors:
+        for by in res.values(): print("\n".join(n for n, st in by.items() if st in ("survived", "no tests")))
+        return 0
+    args.root = roots[-1]
     print("| module | mutants | killed | survived | no tests | timeout | not checked | score |")
     print("|---|---|---|---|---|---|---|---|")
     total = Counter()
