@@ -122,7 +122,10 @@ def kind(removed: list[str], added: list[str], function: str = "", messages: tup
     if re.search(r"\b(tqdm|desc=|leave=|disable=|set_postfix|bar\.)", m): return "display"
     if "device" in m and re.sub(r"\s", "", m) != re.sub(r"\s", "", p):
         a, b = re.sub(r"[\w.]*device[\w.]*", "D", m), re.sub(r"[\w.]*device[\w.]*", "D", p)
-        if a.replace("D", "None") == b or re.sub(r",?\s*\w*=?D", "", a) == re.sub(r",?\s*\w*=?D", "", b): return "one device"
+        some = re.escape(a).replace("D", "(?:D|None)")                  # some of the devices set to None
+        if re.fullmatch(some, b) or re.sub(r",?\s*\w*=?D", "", a) == re.sub(r",?\s*\w*=?D", "", b): return "one device"
+        if "generator" in m and re.search(r"(generator is None\)? (or True|and False)|generator is not None|device=None|\)\.to\()", p):
+            return "one device"                                           # which device a generator draws on
     return "behaviour"
 
 

@@ -532,3 +532,13 @@ def test_every_public_function_documents_each_argument():
         var_kw = {p.name for p in inspect.signature(obj).parameters.values() if p.kind is p.VAR_KEYWORD}   # docments skips **kw
         missing += [f"{name}({k})" for k, v in docments(obj, full=False).items() if k != "return" and k not in var_kw and not v]
     assert not missing, missing
+
+
+def test_round_budget_defaults_to_one_ddim_image_and_names_callables():
+    import functools
+    from deq_ddim_nb.deq import round_budget
+    assert round_budget(100) == round_budget(100, 1, 0.0, "auto")
+    assert round_budget(100, 1, 0.0) != round_budget(100, 2, 1.0)
+    def my_solver(f, z0, **kw): return f(z0), None
+    assert round_budget(100, solver=my_solver)[0] == "my_solver"
+    assert round_budget(100, solver=functools.partial(my_solver))[0] == "custom"

@@ -539,3 +539,10 @@ def test_the_adjoint_solve_gets_the_gradient_of_eq_14_at_x0_only(gm, monkeypatch
     assert len(seen) == 2
     for xs, g in seen:
         assert torch.equal(g[0], 2 * (xs[0] - target)) and not bool(g[1:].any())
+
+
+def test_a_random_start_without_a_seed_draws_from_the_global_generator_on_the_cpu(gm):
+    target = gm.sample(2, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(11); a = invert(gm, target, DDIMSchedule.make(6), epochs=1, init="random", progress=False)
+    torch.manual_seed(11); b = invert(gm, target, DDIMSchedule.make(6), epochs=1, init="random", progress=False)
+    assert torch.equal(a.x_T, b.x_T) and a.x_T.device.type == "cpu"

@@ -404,3 +404,40 @@ def test_broyden_keeps_a_history_of_one_and_names_a_history_of_zero():
     z, st = broyden(lambda z: 0.5 * z + 1, torch.zeros(3, 2, dtype=torch.float64), m=1, tol=1e-10)
     assert st.converged and torch.allclose(z, torch.full_like(z, 2.0))
     with pytest.raises(ValueError, match="m must be >= 1"): broyden(lambda z: z, torch.zeros(3, 2), m=0)
+
+
+def test_picard_with_mixing_follows_the_damped_iteration_exactly():
+    "z <- β f(z) + (1 − β) z, round by round, and β must lie in (0, 1]."
+    f = lambda z: torch.cos(z)
+    z0 = torch.linspace(-1, 2, 6, dtype=torch.float64)[:, None]
+    z, st = picard(f, z0, max_iter=7, tol=1e-30, mixing=0.3)
+    ref = z0
+    for _ in range(7): ref = 0.3 * f(ref) + 0.7 * ref
+    assert st.nfe == 7 and torch.allclose(z, ref, rtol=0, atol=1e-15)
+    assert torch.equal(picard(f, z0, max_iter=3, tol=1e-30, mixing=1)[0], f(f(f(z0))))
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="mixing must be"): picard(f, z0, mixing=bad)
+
+
+def test_solver_stats_print_what_the_solver_did():
+    _, st = anderson(torch.cos, torch.zeros(3, 1, dtype=torch.float64), tol=1e-8)
+    text = repr(st)
+    assert text.startswith("SolverStats(anderson") and f"{st.nfe}" in text and "converged" in text
+
+
+def test_singular_anderson_systems_fall_back_to_the_pseudo_inverse():
+    from deq_ddim_nb.solvers import _solve_small
+    H = torch.tensor([[[2.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [1.0, 1.0]]], dtype=torch.float64)   # the second is singular
+    y = torch.tensor([[[2.0], [3.0]], [[2.0], [2.0]]], dtype=torch.float64)
+    sol = _solve_small(H, y)
+    assert torch.allclose(sol[0], torch.tensor([[1.0], [3.0]], dtype=torch.float64))
+    assert torch.allclose(sol[1], torch.linalg.pinv(H[1]) @ y[1]) and bool(torch.isfinite(sol).all())
+
+
+def test_anderson_history_and_restart_defaults_and_negative_group_dims():
+    import inspect
+    p = inspect.signature(anderson).parameters
+    assert (p["m"].default, p["lam"].default, p["mixing"].default, p["restart"].default, p["restart_after"].default) == (5, 1e-4, 1.0, None, 3)
+    f = lambda z: torch.tanh(z @ torch.full((4, 4), 0.2, dtype=torch.float64)) + 1
+    z0 = torch.zeros(3, 4, dtype=torch.float64)
+    assert torch.equal(anderson(f, z0, group_dims=(-2,), max_iter=6)[0], anderson(f, z0, group_dims=(0,), max_iter=6)[0])
