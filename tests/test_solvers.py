@@ -441,3 +441,20 @@ def test_anderson_history_and_restart_defaults_and_negative_group_dims():
     f = lambda z: torch.tanh(z @ torch.full((4, 4), 0.2, dtype=torch.float64)) + 1
     z0 = torch.zeros(3, 4, dtype=torch.float64)
     assert torch.equal(anderson(f, z0, group_dims=(-2,), max_iter=6)[0], anderson(f, z0, group_dims=(0,), max_iter=6)[0])
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_chain_slopes_are_the_derivative_of_a_step_when_x0_is_held_fixed(eta):
+    "A⁰_j = d x_{j-1} / d x_j through Eq. (20) with ε = (x − √ᾱ_j x̂_0) / √(1 − ᾱ_j) for a fixed x̂_0 (autograd)."
+    from deq_ddim_nb.schedules import DDIMSchedule
+    from deq_ddim_nb.ddim import ddim_step
+    s = DDIMSchedule.make(10, eta=eta)
+    ratio, slope = chain_slopes(s.abar, s.abar_prev, s.sigma)
+    x0, noise = torch.tensor([[0.3]], dtype=torch.float64), torch.tensor([[0.7]], dtype=torch.float64)
+    for j in range(10):
+        x = torch.tensor([[0.4]], dtype=torch.float64, requires_grad=True)
+        eps = (x - s.abar[j].sqrt() * x0) / (1 - s.abar[j]).sqrt()
+        out = ddim_step(x, eps, s.abar[j], s.abar_prev[j], s.sigma[j], noise)
+        (d,) = torch.autograd.grad(out.sum(), x)
+        assert abs(float(d) - float(slope[j])) < 1e-12, (j, float(d), float(slope[j]))
+        assert abs(float(ratio[j]) - float((s.abar_prev[j] / s.abar[j]).sqrt())) < 1e-15
