@@ -588,3 +588,26 @@ def test_default_results_dir_ignores_a_relative_xdg_cache_home(monkeypatch, tmp_
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert files.default_results_dir() == tmp_path / "deq-ddim-nb" / "bench"
     with pytest.raises(TypeError, match="record must be True or False"): files.results_dir(record="yes")
+
+
+def test_without_hard_links_publish_reserves_the_name_and_never_replaces_what_appeared(tmp_path, monkeypatch):
+    "On a file system without hard links (os.link fails), the name is reserved with O_EXCL | O_NOFOLLOW, then filled."
+    import errno
+    real_link = os.link
+    def no_links(*a, **k): raise OSError(errno.EPERM, "hard links are not supported here")
+    monkeypatch.setattr(files.os, "link", no_links)
+    out = publish({tmp_path / "a.txt": "one", tmp_path / "b.bin": b"two"})
+    assert [p.name for p in out] == ["a.txt", "b.bin"] and _listing(tmp_path) == ["a.txt", "b.bin"]
+    assert (tmp_path / "a.txt").read_text() == "one" and (tmp_path / "b.bin").read_bytes() == b"two"
+    for planted in ("file", "link"):                                       # something appears after the checks passed
+        target = tmp_path / f"late-{planted}.txt"
+        def appear_then_fail(src, dst, *a, **k):
+            if planted == "file": Path(dst).write_text("theirs")
+            else: os.symlink(tmp_path / "a.txt", dst)
+            raise OSError(errno.EPERM, "hard links are not supported here")
+        monkeypatch.setattr(files.os, "link", appear_then_fail)
+        with pytest.raises(FileExistsError): publish({target: "ours"})
+        assert (tmp_path / "a.txt").read_text() == "one"                   # never written through the link
+        assert (target.read_text() == "theirs") if planted == "file" else target.is_symlink()
+        assert not [n for n in _listing(tmp_path) if n.endswith(".tmp")]
+    monkeypatch.setattr(files.os, "link", real_link)
