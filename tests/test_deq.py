@@ -542,3 +542,32 @@ def test_round_budget_defaults_to_one_ddim_image_and_names_callables():
     def my_solver(f, z0, **kw): return f(z0), None
     assert round_budget(100, solver=my_solver)[0] == "my_solver"
     assert round_budget(100, solver=functools.partial(my_solver))[0] == "custom"
+
+
+# --- behaviour that the mutation run showed untested -----------------------------------------------------------------
+def test_solver_options_fill_in_each_solvers_own_defaults():
+    s, x = DDIMSchedule.make(6), torch.zeros(2, 1, 8, 8, dtype=torch.float64)
+    name, _, kw = solver_options("broyden", s, x)
+    assert name == "broyden" and kw == {"m": 5, "group_dims": (1,)}                 # per image, history 5
+    assert solver_options("broyden", s, x, m=3, group_dims=(0, 1))[2] == {"m": 3, "group_dims": (0, 1)}
+    assert solver_options("anderson", s, x, group_dims=(1,))[2]["triangular"] is False    # not grouped by state first
+    assert solver_options("anderson", s, x, group_dims=(0, 1))[2]["triangular"] is True
+    def mine(f, z0, **kw): return f(z0), None
+    name, solve, kw = solver_options(mine, s, x)
+    assert (name, solve, kw) == ("mine", mine, {})                               # a callable gets nothing it did not ask for
+    assert solver_options(mine, s, x, m=4)[2] == {"m": 4}
+    with pytest.raises(ValueError, match="m must be >= 1"): solver_options(mine, s, x, m=0)
+
+
+def test_deq_sample_draws_its_noises_from_the_generator_and_budgets_by_eta():
+    from deq_ddim_nb.toy import digits_eps
+    model, x_T = digits_eps(), randn(1, 1, 8, 8, seed=2)
+    s = DDIMSchedule.make(20, eta=0.5)
+    a, _ = deq_sample(model, x_T, s, generator=torch.Generator().manual_seed(5))
+    b, _ = deq_sample(model, x_T, s, noise=draw_noise(s, x_T, torch.Generator().manual_seed(5)))
+    assert torch.equal(a, b)
+    d = DDIMSchedule.make(100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, info = deq_sample(model, x_T, d, tol=1e-30)                            # runs its whole budget
+    assert info.max_iter == round_budget(100, 1, 0.0)[1] == info.rounds
