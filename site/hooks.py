@@ -266,36 +266,30 @@ def _a(soup, href: str, text: str, cls: str):
     return a
 
 
+def _numbered_refs(soup, m, whole: str, numbers: str, num_re: str, resolve, cls: str) -> list | None:
+    """The pieces of a reference with one or more numbers ("Eq. (7) and (9)", "notebooks 01 and 90"): each number that
+    `resolve` finds a page for becomes a link, the first one carrying the words before it; None when none linked."""
+    head = m.group(whole)[: m.start(numbers) - m.start()]
+    pieces, p0 = [], 0
+    for k, nm in enumerate(re.finditer(num_re, m.group(numbers))):
+        href = resolve(nm.group(0))
+        seg = m.group(numbers)[p0:nm.start()]
+        label = (head + seg + nm.group(0)) if k == 0 else nm.group(0)
+        if k > 0 and seg: pieces.append(seg)
+        pieces.append(_a(soup, href, label, cls) if href else label)
+        p0 = nm.end()
+    return pieces if any(isinstance(x, Tag) for x in pieces) else None
+
+
 def _link_text(soup, text: str, linker: Linker) -> list | None:
     "The pieces of one stretch of prose (no math) with its references linked; None when nothing was linked."
     out, pos, changed = [], 0, False
     for m in LINKS.finditer(text):
         pieces = None
         if m.group("eq"):
-            head = m.group("eq")[: m.start("eqnums") - m.start()]
-            nums = list(re.finditer(NUM, m.group("eqnums")))
-            pieces, p0 = [], 0
-            for k, nm in enumerate(nums):
-                n = nm.group(0).strip("()")
-                href = linker.equation(n)
-                seg = m.group("eqnums")[p0:nm.start()]
-                label = (head + seg + nm.group(0)) if k == 0 else nm.group(0)
-                if k > 0 and seg: pieces.append(seg)
-                pieces.append(_a(soup, href, label, "deq-eqref") if href else label)
-                p0 = nm.end()
-            if not any(isinstance(x, Tag) for x in pieces): pieces = None
+            pieces = _numbered_refs(soup, m, "eq", "eqnums", NUM, lambda n: linker.equation(n.strip("()")), "deq-eqref")
         elif m.group("nb"):
-            head = m.group("nb")[: m.start("nbnums") - m.start()]
-            nums = list(re.finditer(r"\d\d", m.group("nbnums")))
-            pieces, p0 = [], 0
-            for k, nm in enumerate(nums):
-                href = linker.number(nm.group(0))
-                seg = m.group("nbnums")[p0:nm.start()]
-                label = (head + seg + nm.group(0)) if k == 0 else nm.group(0)
-                if k > 0 and seg: pieces.append(seg)
-                pieces.append(_a(soup, href, label, "deq-pageref") if href else label)
-                p0 = nm.end()
-            if not any(isinstance(x, Tag) for x in pieces): pieces = None
+            pieces = _numbered_refs(soup, m, "nb", "nbnums", r"\d\d", linker.number, "deq-pageref")
         elif m.group("stem"):
             href = linker.page(m.group("stem"))
             pieces = [_a(soup, href, m.group("stem"), "deq-pageref")] if href else None
