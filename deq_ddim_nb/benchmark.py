@@ -35,8 +35,14 @@ __all__ = ['TORCHDEQ_PER', 'VARIANTS', 'PEERS', 'BENCH_MODELS', 'GRIDS', 'CSV_FI
 def _sync(x):
     if torch.is_tensor(x) and x.is_cuda: torch.cuda.synchronize(x.device)
 
-def batch_efficiency(eps_model, sizes=tuple(2 ** i for i in range(11)), *, repeats:int=3, dtype=torch.float32,
-                     device="cpu", sample_shape=None, progress:bool=False) -> list[dict]:
+def batch_efficiency(eps_model,                               # eps_model(x, t) -> eps; t is drawn below config's n_train (else 1000)
+                     sizes=tuple(2 ** i for i in range(11)),  # the batch sizes to time; default 1, 2, 4, …, 1024
+                     *, repeats:int=3,                        # timed calls per size (median kept), after a warm-up call
+                     dtype=torch.float32,                     # dtype of the random inputs: the model's
+                     device="cpu",                            # where the inputs go: the model's device
+                     sample_shape=None,                       # (C, H, W) of one sample; None: eps_model.config["sample_shape"]
+                     progress:bool=False,                     # a progress bar over the sizes
+                    ) -> list[dict]:                          # one row per size: batch, seconds, ms_per_state, states_per_s
     "Median wall time of one model call per batch size: the per-state cost curve that decides what batching buys."
     shape = tuple(sample_shape or eps_model.config["sample_shape"])
     n_train = (getattr(eps_model, "config", None) or {}).get("n_train", 1000)
@@ -66,8 +72,16 @@ class _TimedEps:
 
 
 # %% ../nbs/92_benchmark.ipynb #334eb7af
-def authors_anderson(f, z0:torch.Tensor, *, max_iter:int=15, tol:float=1e-3, stop_mode:str="rel", m:int=5,
-                     lam:float=1e-3, sample_dim=None, callback=None):
+def authors_anderson(f,                      # the map: a (T, B, *dims) tensor -> a tensor of the same shape and dtype
+                     z0:torch.Tensor,        # the starting iterate (T, B, *dims): T states of B images
+                     *, max_iter:int=15,     # most calls of f (rounds)
+                     tol:float=1e-3,         # stop when the relative residual of the whole stacked tensor is below tol
+                     stop_mode:str="rel",    # "rel" only (anything else is a ValueError), for the solver signature
+                     m:int=5,                # history: how many past iterates are mixed
+                     lam:float=1e-3,         # λ, added to the diagonal of GGᵀ (absolute)
+                     sample_dim=None,        # ignored (the stop is on the whole tensor)
+                     callback=None,          # callback(k, x, f(x), residual) after call k of f
+                    ):
     """Anderson acceleration with the DEQ-DDIM authors' published settings: mixing coefficients per state (rows of the
     stacked (T·B, D) batch), history m = 5, an absolute regularisation λ = 1e-3 on GGᵀ, mixing 1, two Picard steps
     first, and a stop when the relative residual of the whole stacked tensor, ‖f(x) − x‖ / (1e-5 + ‖f(x)‖), is below
@@ -110,7 +124,9 @@ def torchdeq_available() -> bool:
 
 TORCHDEQ_PER = ("state", "image")
 
-def torchdeq_solver(name:str, per:str="state"):
+def torchdeq_solver(name:str,         # torchdeq's solver: "anderson" or "broyden"
+                    per:str="state",  # "state": one torchdeq problem per state; "image": one per image (see below)
+                   ):
     """torchdeq's `anderson` or `broyden` (its own defaults) behind this package's solver signature. torchdeq solves
     one problem per row of a (rows, D) batch, with its own mixing coefficients (Broyden matrix) and residual per row.
     `per="state"` hands it the trajectory as (T·B, D): one row per state. `per="image"` hands it (B, T·D): one row per
@@ -169,12 +185,19 @@ PEERS = ("default", "anderson", "picard", "window", "anderson-authors", "torchde
          "torchdeq-anderson-per-image", "torchdeq-broyden-per-image")
 
 def available_variants(variants=None) -> tuple:
-    "The variants that can run here: the torchdeq rows only when torchdeq is installed."
+    """The `variants` (names of `VARIANTS`; None: all of them, in order) that can run here: the torchdeq rows only when
+    torchdeq is installed."""
     variants = tuple(VARIANTS) if variants is None else tuple(variants)
     return tuple(v for v in variants if not v.startswith("torchdeq") or torchdeq_available())
 
-def measure_variant(eps_model, x_T:torch.Tensor, sched:DDIMSchedule, x0_ref:torch.Tensor, variant:str, *,
-                    err_tol:float=1e-3, max_rounds:int=40) -> dict:
+def measure_variant(eps_model,              # eps_model(x, t) -> eps; its calls and the time spent in it are counted
+                    x_T:torch.Tensor,       # (B, *dims) the noise, in the model's dtype and on its device
+                    sched:DDIMSchedule,     # the T-step schedule of the chain
+                    x0_ref:torch.Tensor,    # (B, *dims) the sequential DDIM sample from `x_T` under `sched`
+                    variant:str,            # a name of `VARIANTS`
+                    *, err_tol:float=1e-3,  # the relative x_0 error that counts as reached (`rounds_to_tol`)
+                    max_rounds:int=40,      # the budget (max_iter) of a variant without its own
+                   ) -> dict:
     """Run one sampler variant with its own stopping rule (budget: its own, or `max_rounds`) on `x_T`, against the
     sequential `x0_ref`. Rounds (model calls) and evaluations (per image) include the initialisation's; `rounds_to_tol`:
     the first round whose x_0 was within `err_tol` (relative) of `x0_ref`; seconds: the sampler's wall time. A variant
@@ -218,8 +241,9 @@ BENCH_MODELS = ("digits", "toy")
 GRIDS = ("tiny", "quick", "full")
 
 def default_grid(size:str="quick") -> list[dict]:
-    """The benchmark's grid: cells of (model, T, batch, seeds, variants, max_rounds). `tiny`: seconds, for tests;
-    `quick` (the recorded table): the peers on the digits UNet and the toy, a few minutes; `full`: every variant."""
+    """The benchmark's grid: cells of (model, T, batch, seeds, variants, max_rounds). `size`, one of `GRIDS`: `tiny`:
+    seconds, for tests; `quick` (the recorded table): the peers on the digits UNet and the toy, a few minutes; `full`:
+    every variant."""
     if size not in GRIDS: raise ValueError(f"size must be one of {GRIDS}, got {size!r}")
     g = lambda model, T, batch, seeds, variants=PEERS, max_rounds=40: dict(
         model=model, T=T, batch=batch, seeds=seeds, variants=available_variants(variants), max_rounds=min(max_rounds, T + 2))
@@ -236,7 +260,12 @@ def default_grid(size:str="quick") -> list[dict]:
     grid += [g("digits", 250, 1, 1, PEERS, 30), g("digits", 1000, 1, 1, ("default", "window", "anderson-authors"), 20)]
     return grid
 
-def select_grid(size:str="quick", *, models=None, T=None, variants=None, seeds:int|None=None) -> list[dict]:
+def select_grid(size:str="quick",     # the grid to start from: "tiny", "quick" or "full" (see `default_grid`)
+                *, models=None,       # keep the cells of these models ("digits", "toy"); None: all
+                T=None,               # keep the cells of these chain lengths; None: all
+                variants=None,        # keep these names of `VARIANTS` in each cell, and the cells left with one; None: all
+                seeds:int|None=None,  # seeds per cell (an int >= 1) instead of the grid's; None: the grid's
+               ) -> list[dict]:
     """`default_grid(size)` narrowed to these models, chain lengths and variants, with `seeds` seeds per cell. A
     selection that leaves nothing to run is a `ValueError` naming what emptied it."""
     grid = default_grid(size)
@@ -270,15 +299,27 @@ CSV_FIELDS = ("model", "T", "batch", "variant", "seed", "rounds", "nfe", "conver
               "deq_seconds", "ddim_seconds", "ratio", "outside_share")
 PLOT_FILES = ("speed_rounds.png", "speed_traces.png", "efficiency.png")
 
-def bench_files(out_dir, *, efficiency:bool=True, plots:bool=True) -> list[Path]:
+def bench_files(out_dir,                  # the output folder (str or path-like)
+                *, efficiency:bool=True,  # include efficiency.csv (and, with `plots`, efficiency.png)
+                plots:bool=True,          # include the PNG plots (`PLOT_FILES`)
+               ) -> list[Path]:
     "The files a benchmark run publishes in `out_dir`, all in one `publish` call."
     names = ["speed.csv", "speed_traces.json", *(["efficiency.csv"] if efficiency else []), "speed.md",
              *([p for p in PLOT_FILES if efficiency or p != "efficiency.png"] if plots else [])]
     return [Path(out_dir) / n for n in names]
 
-def run_benchmark(grid, out_dir, *, err_tol:float=1e-3, ddim_repeats:int=3, efficiency:bool=True,
-                  efficiency_sizes=tuple(2 ** i for i in range(11)), device="cpu", progress:bool=True, merge:bool=False,
-                  overwrite:bool=False, plots:bool=True) -> list[dict]:
+def run_benchmark(grid,                     # cells as `select_grid` returns: model, T, batch, seeds, variants, max_rounds
+                  out_dir,                  # the folder for the files (created if missing)
+                  *, err_tol:float=1e-3,    # the relative x_0 error against DDIM that counts as reached (`rounds_to_tol`)
+                  ddim_repeats:int=3,       # timed sequential DDIM runs on seed 0 of each cell (median); other seeds: one
+                  efficiency:bool=True,     # also time the digits UNet per batch size (`batch_efficiency`): efficiency.csv
+                  efficiency_sizes=tuple(2 ** i for i in range(11)),  # the batch sizes for that; default 1, 2, 4, …, 1024
+                  device="cpu",             # where the models and x_T go: a torch.device or its name
+                  progress:bool=True,       # progress bars over the cells and the batch sizes
+                  merge:bool=False,         # keep the saved rows of cells this grid does not run (see below)
+                  overwrite:bool=False,     # replace the files already in `out_dir`
+                  plots:bool=True,          # also draw the PNG plots; False: the tables only
+                 ) -> list[dict]:           # the rows measured now (not the kept ones), keyed by `CSV_FIELDS`
     """Run the grid: for every (model, T, batch, seed) one x_T, the sequential DDIM sample on it (timed, median of
     repeats) and every variant on the same x_T. Publishes speed.csv, speed_traces.json, efficiency.csv, speed.md and the
     plots (`bench_files`) together, once the run has finished; they are checked before the run starts (`check_targets`:
@@ -356,7 +397,8 @@ def read_efficiency(out_dir) -> list[dict]|None:
     except (TypeError, ValueError) as e: raise ValueError(f"the efficiency table {str(p)!r} holds a value that is not a number") from None
 
 def summarize(rows:list[dict]) -> list[dict]:
-    "One line per (model, T, batch, variant): medians over seeds (`inf`: x_0 never came within the error tolerance)."
+    """One line per (model, T, batch, variant) of `rows` (benchmark rows with numbers as numbers, as `read_bench` or
+    `run_benchmark` return them): medians over seeds (`inf`: x_0 never came within the error tolerance)."""
     groups = {}
     for r in rows: groups.setdefault((r["model"], r["T"], r["batch"], r["variant"]), []).append(r)
     med = lambda xs: statistics.median(xs) if xs else math.nan
@@ -378,7 +420,7 @@ def _fmt(v, spec):
     return format(v, spec)
 
 def markdown_table(summary:list[dict]) -> str:
-    "The summary as a markdown table."
+    "The `summary` (the rows of `summarize`) as a markdown table."
     head = ("| model | T | B | variant | seeds | converged | rounds (median) | rounds (max) | rounds to 1e-3 (median) "
             "| evals / image | x_0 error (median) | x_0 error (max) | DEQ s | DDIM s | DEQ / DDIM | outside model |\n"
             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -391,7 +433,8 @@ def markdown_table(summary:list[dict]) -> str:
 
 # %% ../nbs/92_benchmark.ipynb #f5702912
 def plot_rounds(summary:list[dict]):
-    "Rounds until x_0 is within the error tolerance of DDIM, against T, batch 1, one panel per model (a matplotlib Figure)."
+    """Rounds until x_0 is within the error tolerance of DDIM, against T, batch 1, one panel per model (a matplotlib Figure),
+    from `summary`: the rows of `summarize`."""
     from matplotlib.figure import Figure
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     for ax, model in zip(fig.subplots(1, 2), BENCH_MODELS):
@@ -404,7 +447,11 @@ def plot_rounds(summary:list[dict]):
         if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=8)
     return fig
 
-def plot_traces(traces:dict, model:str="digits", T:int=100, batch:int=1):
+def plot_traces(traces:dict,         # "model|T|batch|variant" -> {"residuals": [...], "errs": [...]}, as `read_traces` returns
+                model:str="digits",  # the cell's model: "digits" or "toy"
+                T:int=100,           # the cell's chain length
+                batch:int=1,         # the cell's batch size
+               ):
     "Seed 0's residual (each solver's own measure) and x_0 error by round, for one cell (a matplotlib Figure)."
     from matplotlib.figure import Figure
     fig = Figure(figsize=(10, 3.8), layout="constrained")
@@ -420,7 +467,7 @@ def plot_traces(traces:dict, model:str="digits", T:int=100, batch:int=1):
     return fig
 
 def plot_efficiency(eff:list[dict]):
-    "Time per state against batch size (a matplotlib Figure)."
+    "Time per state against batch size (a matplotlib Figure), from `eff`: the rows of `batch_efficiency` or `read_efficiency`."
     from matplotlib.figure import Figure
     fig = Figure(figsize=(5, 3.4), layout="constrained")
     ax = fig.subplots()
@@ -432,7 +479,11 @@ def _png(fig) -> bytes:
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
 
-def report_files(summary:list[dict], traces:dict, eff:list[dict]|None=None, *, plots:bool=True) -> dict:
+def report_files(summary:list[dict],        # the rows of `summarize`: the table and the rounds plot
+                 traces:dict,               # the traces of `read_traces`: the traces plot (digits, T = 100, batch 1)
+                 eff:list[dict]|None=None,  # the rows of `batch_efficiency`: the efficiency plot; None: no such plot
+                 *, plots:bool=True,        # also render the PNG plots
+                ) -> dict:
     "speed.md and, with `plots`, the PNG plots, as {file name: content}: rendered in memory, for `publish`."
     files = {"speed.md": markdown_table(summary)}
     if plots:
@@ -440,7 +491,10 @@ def report_files(summary:list[dict], traces:dict, eff:list[dict]|None=None, *, p
         if eff: files["efficiency.png"] = _png(plot_efficiency(eff))
     return files
 
-def write_report(out_dir, *, overwrite:bool=False, plots:bool=True) -> list[Path]:
+def write_report(out_dir,                  # the folder of speed.csv (and of speed_traces.json and efficiency.csv, if there)
+                 *, overwrite:bool=False,  # replace speed.md and the plots there (else FileExistsError, before any work)
+                 plots:bool=True,          # also rebuild the PNG plots; False: speed.md only
+                ) -> list[Path]:
     "Rebuild speed.md and the plots from the speed.csv, speed_traces.json and efficiency.csv in `out_dir`; returns the files written."
     out = Path(out_dir)
     eff = read_efficiency(out)

@@ -59,7 +59,9 @@ def check_generator(name:str, g):
 
 # %% ../nbs/90_checks.ipynb #966c7256
 def check_betas(betas, n_train:int|None=None, name:str="trained_betas") -> torch.Tensor:
-    "Explicit β_1 … β_N as a float64 tensor `(N,)`: one finite value in (0, 1) per training step (N = `n_train` if given)."
+    """Explicit β_1 … β_N as a float64 tensor `(N,)`: one finite value in (0, 1) per training step (N = `n_train` if given).
+    `betas`: a 1-D sequence (list, tuple, NumPy array) or tensor of real numbers; `name`: the parameter the errors name
+    (a `TypeError` for a wrong type, a `ValueError` for a wrong length or value)."""
     try: b = torch.as_tensor(np.asarray(betas, dtype=np.float64) if not torch.is_tensor(betas) else betas)
     except (TypeError, ValueError):
         what = type(betas).__name__
@@ -83,7 +85,9 @@ def check_betas(betas, n_train:int|None=None, name:str="trained_betas") -> torch
 STATE_DTYPES = (torch.float32, torch.float64)
 
 def check_state(name:str, x) -> torch.Tensor:
-    "Raise a clear error unless `x` is a finite float32/float64 tensor of shape (B, *dims) with B >= 1."
+    """Raise a clear error unless `x` is a finite float32/float64 tensor of shape (B, *dims) with B >= 1 (a `TypeError`
+    for a wrong type or dtype, a `ValueError` for a wrong shape or value) that names the parameter `name`; returns `x`
+    unchanged."""
     if not torch.is_tensor(x): raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in STATE_DTYPES:
         half = " (a half-precision model runs with float32 states: pass x_T.float())" if x.dtype in (torch.float16, torch.bfloat16) else ""
@@ -96,7 +100,8 @@ def check_state(name:str, x) -> torch.Tensor:
 
 # %% ../nbs/90_checks.ipynb #3672af20
 def check_noise(noise, T:int, x_T:torch.Tensor, name:str="noise") -> torch.Tensor|None:
-    "`noise` must be None or a finite real floating tensor of shape (T, *x_T.shape); returned on x_T's device and dtype."
+    """`noise` must be None or a finite real floating tensor of shape (T, *x_T.shape); returned on x_T's device and dtype.
+    `T`: the number of steps; `x_T`: (B, *dims), the states the noises go with; `name`: the parameter the errors name."""
     if noise is None: return None
     if not torch.is_tensor(noise) or not noise.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor of shape (T, B, *dims), got {getattr(noise, 'dtype', type(noise).__name__)}")
@@ -128,14 +133,17 @@ def call_eps(eps_model, x:torch.Tensor, t:torch.Tensor, check:bool=True, sched=N
 
 # %% ../nbs/90_checks.ipynb #7efc4767
 def check_sample_shape(eps_model, x:torch.Tensor, name:str="x_T") -> torch.Tensor:
-    "If the model declares `config['sample_shape']`, `x` must be (B, *sample_shape): a fully convolutional net would silently run on any size."
+    """If the model declares `config['sample_shape']`, `x` must be (B, *sample_shape): a fully convolutional net would
+    silently run on any size. `eps_model`: the model (checked only when it has a dict `config` holding `sample_shape`);
+    `x`: (B, *dims), the states; `name`: the parameter the `ValueError` names. Returns `x` unchanged."""
     shape = (getattr(eps_model, "config", None) or {}).get("sample_shape") if isinstance(getattr(eps_model, "config", None), dict) else None
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
         raise ValueError(f"{name} must have shape (B, *sample_shape) = (B, {', '.join(map(str, shape))}) for this model, got {tuple(x.shape)}")
     return x
 
 def check_schedule(sched, deterministic:bool=False, name:str="sched"):
-    "`sched` must be a DDIMSchedule; with `deterministic=True` also one with eta = 0 (no injected noise)."
+    """`sched` must be a DDIMSchedule; with `deterministic=True` also one with eta = 0 (no injected noise). `name`: the
+    parameter the error names (a `TypeError` for another object, a `ValueError` for eta > 0). Returns `sched` unchanged."""
     # by its fields, not its class: checks is the ground floor (it imports nothing of the core), and a notebook that
     # defines DDIMSchedule makes a class of its own
     if not all(hasattr(sched, f) for f in ("t", "abar", "abar_prev", "sigma", "chain_abar", "output_to_eps")):
@@ -157,7 +165,10 @@ def _coef(name, v, like):
     return v
 
 def check_step(x, eps, abar, abar_prev, sigma, noise):
-    "Validate `ddim_step`'s arguments; returns (abar, abar_prev, sigma) as tensors in x's dtype and device."
+    """Validate `ddim_step`'s arguments; returns (abar, abar_prev, sigma) as tensors in x's dtype and device. `x`: the
+    state x_t, a real floating tensor; `eps`: ε at `x`, a real floating tensor of the same shape; `abar`, `abar_prev`:
+    finite numbers or tensors in (0, 1] that broadcast against `x`; `sigma`: the same, >= 0; `noise`: None or a real
+    floating tensor shaped like `x`, required when any `sigma` > 0 (and checked whenever it is given)."""
     if not torch.is_tensor(x) or x.is_complex() or not x.is_floating_point():
         raise TypeError(f"x must be a real floating tensor, got {getattr(x, 'dtype', type(x).__name__)}")
     if not torch.is_tensor(eps) or eps.is_complex() or not eps.is_floating_point():

@@ -50,7 +50,8 @@ def _strip_directives(src: str) -> str:
     return "\n".join(l for j, l in enumerate(lines) if j not in drop)
 
 def cell_role(cell) -> str | None:
-    "'solution' or 'check' for the code cells of an exercise (first line after the directives), else None."
+    """'solution' or 'check' for the code cells of an exercise (first line after the directives), else None. `cell`: one
+    nbformat cell, a dict with `cell_type` and `source` (a string or a list of lines)."""
     if cell.get("cell_type") != "code": return None
     body = [l.strip() for l in _split(_source(cell))[1] if l.strip()]
     if not body: return None
@@ -68,8 +69,8 @@ class Exercise:
     check: int               # index of the `# Check` cell
     answers: tuple           # the names the solution defines and the check reads
     wrong: str | None        # source of a plausible wrong answer (None: no metadata)
-    hint: str | None = None
-    has_metadata: bool = True
+    hint: str | None = None  # the metadata's `hint`: `# hint:` lines in the student's answer cell (None: none)
+    has_metadata: bool = True  # False: no `exercise` metadata, `answers` read off the code, `wrong` and `hint` None
 
 def _assigned(src: str) -> list[str]:
     "Names bound at the top level of `src` (assignments, imports, defs), in order."
@@ -269,7 +270,9 @@ def handout_readme(notebooks: dict) -> str:
 def make_handout(out_dir, nbs_dir=None, notebooks=None, overwrite=False) -> list[Path]:
     """Write student copies (`student_copy`) of the lesson notebooks and a `README.md` (`handout_readme`) into `out_dir`,
     all or nothing (`deq_ddim_nb.files.publish`: nothing is replaced without `overwrite`, and never a folder, a FIFO or a
-    device, nor a file through a symbolic link); returns the paths written, the README last."""
+    device, nor a file through a symbolic link); returns the paths written, the README last. `nbs_dir`: the folder of the
+    solution notebooks (None: the `nbs/` found from the working directory or from this module's checkout); `notebooks`:
+    the file names, name prefixes (such as "04") or paths of the notebooks to hand out (None: all `lesson_notebooks`)."""
     if not isinstance(out_dir, (str, Path)): raise TypeError(f"out_dir must be a path, got {type(out_dir).__name__}")
     overwrite = check_bool("overwrite", overwrite)
     nbs_dir = _default_nbs_dir() if nbs_dir is None else Path(nbs_dir)

@@ -48,7 +48,10 @@ MAX_SEEDS = 1_000               # bench --seeds
 
 class CLIError(Exception):
     "A user error: reported argparse-style (`deq-ddim sample: error: argument --tol: ...`), exit status 2."
-    def __init__(self, option:str|None, msg:str):
+    def __init__(self,
+                 option:str|None,  # the option at fault, e.g. "--tol" or "OUT_DIR"; None: no option is named
+                 msg:str,          # what is wrong, shown after "argument OPTION: "
+                ):
         self.option = option
         super().__init__(f"argument {option}: {msg}" if option else msg)
 
@@ -78,8 +81,12 @@ def _float_in(lo:float, hi:float|None=None, *, lo_open:bool=True):
     return parse
 
 # %% ../nbs/11_cli.ipynb #cebbe793
-def resolve_model(name:str, device="cpu"):
-    "The eps_model and the dtype to sample in, for a model name or path."
+def resolve_model(name:str,      # "toy-digits" (the exact 8x8 toy denoiser), or a name or path `models.load_model` takes
+                  device="cpu",  # where the model goes: a torch.device or a name such as "cpu" or "cuda:1"
+                 ):
+    """The eps_model and the dtype to sample in, for a model name or path: torch.float64 for the toy denoiser,
+    torch.float32 for a loaded model ("digits", the shipped UNet, a `.safetensors` checkpoint or a diffusers folder).
+    A model that cannot be loaded is a CLIError naming --model."""
     import torch
     from deq_ddim_nb.models import load_model
     if name == "toy-digits":
@@ -92,7 +99,8 @@ def resolve_model(name:str, device="cpu"):
         raise CLIError("--model", f"{e}{hint}") from None
 
 def resolve_device(name:str):
-    "A torch device that can run a model here, or a CLIError naming --device."
+    """A torch device that can run a model here, or a CLIError naming --device. `name`: the --device value, e.g. "cpu",
+    "cuda", "cuda:1" or "mps"; CUDA or MPS must be available on this machine, and a CUDA index must exist."""
     import torch
     try: dev = torch.device(name)
     except (RuntimeError, ValueError): raise CLIError("--device", f"must be a torch device such as cpu, cuda or cuda:1, got {name!r}") from None
@@ -106,7 +114,10 @@ def resolve_device(name:str):
     return dev
 
 # %% ../nbs/11_cli.ipynb #046ee360
-def library_error(e:Exception, options:dict, default:str|None=None) -> CLIError:
+def library_error(e:Exception,            # the library's error, whose message starts with the parameter at fault
+                  options:dict,           # parameter name -> option, e.g. SAMPLE_PARAMS or INVERT_PARAMS
+                  default:str|None=None,  # the option when the first word is not in `options`; None: the message alone
+                 ) -> CLIError:
     """A library's `ValueError`/`TypeError` (or a model's `RuntimeError`) as a `CLIError` naming the option behind the
     parameter the message names first: the package's errors start with the parameter (`eta=2.0 is too large ...`,
     `tol must be ...`), `options` maps parameter names to options (`{"eta": "--eta"}`)."""
@@ -144,7 +155,11 @@ def apply_threads(threads:int|None=None, torch_before:bool|None=None) -> str:
     return f"{DEFAULT_THREADS} (default)"
 
 # %% ../nbs/11_cli.ipynb #729a0a82
-def image_grid(x, nrow:int|None=None, scale:int=4, pad:int=1):
+def image_grid(x,                   # (N, C, H, W) tensor, C = 1 (grayscale) or 3 (RGB), in [-1, 1] (clamped), any device
+               nrow:int|None=None,  # images per row of the grid; None: ceil(sqrt(N))
+               scale:int=4,         # upscaling factor: each pixel becomes a scale x scale block
+               pad:int=1,           # black pixels between and around the images, before upscaling
+              ):
     "(N, C, H, W) in [-1, 1] -> a uint8 grid (H', W') or (H', W', 3), nearest-neighbour upscaled by `scale`."
     import numpy as np, torch
     x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -161,7 +176,9 @@ def image_grid(x, nrow:int|None=None, scale:int=4, pad:int=1):
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 def encode_image(arr, path) -> bytes:
-    "uint8 array -> PNG or JPEG bytes, chosen by the suffix of `path`."
+    """uint8 array -> PNG or JPEG bytes, chosen by the suffix of `path`. `arr`: a uint8 numpy array, (H, W) grayscale or
+    (H, W, 3) RGB, such as `image_grid` returns; `path`: a file name ending in .png, .jpg or .jpeg (any case), only
+    read for its suffix: nothing is written. JPEG is saved at quality 95."""
     from PIL import Image
     fmt = IMAGE_FORMATS[Path(path).suffix.lower()]
     buf = io.BytesIO()
@@ -173,13 +190,20 @@ def _file_error(e:Exception, option:str, force_hint:bool=True) -> CLIError:
     if isinstance(e, FileExistsError) and force_hint: return CLIError(option, str(e).replace("with overwrite", "with --force"))
     return CLIError(option, str(e))
 
-def check_outputs(paths, force:bool=False, option:str="--out", make_dirs:bool=False) -> list[Path]:
+def check_outputs(paths,                 # the command's output files (str or path-like), checked together
+                  force:bool=False,      # the --force option: a regular file or symbolic link there may be replaced
+                  option:str="--out",    # the option a refusal names
+                  make_dirs:bool=False,  # allow missing directories (created when the files are published)
+                 ) -> list[Path]:
     "Check the output files of a command before any work (`files.check_targets`); a refusal is a CLIError naming `option`."
     from deq_ddim_nb.files import check_targets
     try: return check_targets(paths, force, make_dirs=make_dirs)
     except (OSError, ValueError, TypeError) as e: raise _file_error(e, option) from None
 
-def check_image_out(path, force:bool=False, option:str="--out") -> Path:
+def check_image_out(path,               # the image file to write (str or path-like)
+                    force:bool=False,   # the --force option: a regular file or symbolic link there may be replaced
+                    option:str="--out", # the option a refusal names
+                   ) -> Path:
     "`check_outputs` for an image: also a known suffix (.png, .jpg, .jpeg), whose format this Pillow can write."
     out = check_outputs([path], force, option)[0]
     fmt = IMAGE_FORMATS.get(out.suffix.lower())
@@ -188,7 +212,11 @@ def check_image_out(path, force:bool=False, option:str="--out") -> Path:
     if fmt == "JPEG" and not features.check("jpg"): raise CLIError(option, "this Pillow cannot write JPEG; use a .png name")
     return out
 
-def publish_outputs(files:dict, force:bool=False, option:str="--out", make_dirs:bool=False) -> list[Path]:
+def publish_outputs(files:dict,            # path -> content (bytes, str, or a callable writing to a binary file)
+                    force:bool=False,      # the --force option: replace regular files or symbolic links already there
+                    option:str="--out",    # the option an error names
+                    make_dirs:bool=False,  # create missing directories
+                   ) -> list[Path]:
     "Publish a command's files together (`files.publish`); an error (a full disk, a file that appeared) names `option`."
     from deq_ddim_nb.files import publish
     try: return publish(files, overwrite=force, make_dirs=make_dirs)
@@ -219,7 +247,7 @@ def _common_args(p:argparse.ArgumentParser, *, device:bool=True) -> None:
                    help="progress bars on stderr (default: only when stderr is a terminal)")
 
 def add_sample_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
-    "The options of `deq-ddim sample`."
+    "The options of `deq-ddim sample`, added to the parser `p` (its subparser in `build_parser`), which is returned."
     p.add_argument("--model", default="digits", help="digits (shipped UNet), toy-digits (exact 8x8 denoiser), or a checkpoint path")
     p.add_argument("--T", type=_int_in(1, MAX_ROUNDS), default=100, help="number of DDIM steps (states), at most the model's training steps")
     p.add_argument("--eta", type=_float_in(0, lo_open=False), default=0.0,
@@ -244,7 +272,9 @@ def add_sample_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 def run_sample(args) -> dict:
-    "The `sample` subcommand: results on stdout, warnings on stderr. Returns a summary (also printed)."
+    """The `sample` subcommand: results on stdout, warnings on stderr. Returns a summary (also printed): n, median_rounds,
+    converged, deq_seconds, out and, unless --no-compare, seq_seconds and max_rel_diff. `args`: the `argparse.Namespace`
+    of the options of `add_sample_args` (`main` adds `torch_before`)."""
     out_path = check_image_out(args.out, args.force)                   # before any work
     if args.seed + args.n - 1 > SEED_MAX: raise CLIError("--seed", f"seed + n - 1 must be <= {SEED_MAX}, got {args.seed + args.n - 1}")
     if args.mixing is not None and args.solver != "anderson":
@@ -320,7 +350,7 @@ def run_sample(args) -> dict:
 INVERT_FILES = ("x_T.pt", "regenerated.png", "comparison.png")
 
 def add_invert_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
-    "The options of `deq-ddim invert`."
+    "The options of `deq-ddim invert`, added to the parser `p` (its subparser in `build_parser`), which is returned."
     p.add_argument("--model", default="digits", help="digits (shipped UNet) or a checkpoint path")
     tgt = p.add_mutually_exclusive_group(required=True)
     tgt.add_argument("--image", help="target image: PNG/JPEG of the model's size, or a .npy/.pt tensor in [-1, 1]")
@@ -344,7 +374,9 @@ def add_invert_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 def run_invert(args) -> dict:
-    "The `invert` subcommand: all three files are checked before the inversion and published together after it."
+    """The `invert` subcommand: all three files are checked before the inversion and published together after it.
+    `args`: the `argparse.Namespace` of the options of `add_invert_args` (`main` adds `torch_before`). Returns the loss,
+    the MSE, the epochs, the seconds and the path of each file written."""
     if args.method == "ode" and args.eta != 0:
         raise CLIError("--eta", f"ODE inversion is deterministic: --eta must be 0 with --method ode, got {args.eta:g}")
     out_dir = Path(args.out).expanduser()
@@ -381,7 +413,8 @@ def run_invert(args) -> dict:
 
 # %% ../nbs/11_cli.ipynb #db5813b4
 def add_bench_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
-    "The options of `deq-ddim bench` (the harness is `deq_ddim_nb.benchmark`, imported only once the options are parsed)."
+    """The options of `deq-ddim bench`, added to the parser `p` (its subparser in `build_parser`), which is returned
+    (the harness is `deq_ddim_nb.benchmark`, imported only once the options are parsed)."""
     where = p.add_mutually_exclusive_group()
     where.add_argument("--out", default=None, help="output folder (created if missing); default: $XDG_CACHE_HOME/deq-ddim-nb/bench "
                        "(~/.cache/deq-ddim-nb/bench), never a folder inside the package")
@@ -404,7 +437,8 @@ def add_bench_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 def run_bench(args) -> int:
-    "The `bench` subcommand: the table on stdout; returns the exit status."
+    """The `bench` subcommand: the table on stdout; returns the exit status. `args`: the `argparse.Namespace` of the
+    options of `add_bench_args` (`main` adds `torch_before`)."""
     from deq_ddim_nb.files import results_dir
     try: out = results_dir(args.out, record=args.record)
     except ValueError as e: raise CLIError("--out", str(e).replace("record=True", "--record")) from None
@@ -443,7 +477,7 @@ def run_bench(args) -> int:
     return 0
 
 def add_handout_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
-    "The options of `deq-ddim handout`."
+    "The options of `deq-ddim handout`, added to the parser `p` (its subparser in `build_parser`), which is returned."
     p.add_argument("out_dir", metavar="OUT_DIR", help="directory for the handout notebooks (created if missing)")
     p.add_argument("--nbs", default=None, help="folder of the solution notebooks (default: nbs/ of this checkout)")
     p.add_argument("--notebooks", nargs="+", default=None, metavar="NAME",
@@ -452,7 +486,8 @@ def add_handout_args(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 def run_handout(args) -> int:
-    "The `handout` subcommand: `deq_ddim_nb.classroom.make_handout`, which checks every file before it writes one."
+    """The `handout` subcommand: `deq_ddim_nb.classroom.make_handout`, which checks every file before it writes one.
+    `args`: the `argparse.Namespace` of the options of `add_handout_args`. Returns the exit status."""
     try: from deq_ddim_nb.classroom import make_handout
     except ModuleNotFoundError as e:
         if e.name != "deq_ddim_nb.classroom": raise
@@ -511,7 +546,8 @@ def _safe_streams() -> None:
 
 def main(argv=None) -> int:
     """The `deq-ddim` command; returns its exit status: 0, 2 for any error in the arguments or the files (reported like
-    argparse's own, naming the option), 130 on Ctrl-C, 128 + n on signal n (SIGTERM: 143). Never a traceback for these."""
+    argparse's own, naming the option), 130 on Ctrl-C, 128 + n on signal n (SIGTERM: 143). Never a traceback for these.
+    `argv`: the arguments after the program name, e.g. `["sample", "--n", "4"]`; None: those of this process."""
     _safe_streams()
     torch_before = "torch" in sys.modules                              # imported by the caller: its thread settings stand
     parser = build_parser()

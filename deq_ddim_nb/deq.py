@@ -92,8 +92,8 @@ class DEQInfo:
     nfe: int                      # model evaluations per image: rounds × T
     converged: bool               # every state of every image below tol
     diverged: bool                # a non-finite residual, or ended above the residual it started from
-    seconds: float
-    stats: SolverStats
+    seconds: float                # wall time of the solve
+    stats: SolverStats            # the solver's own record (abs and rel residuals; its nfe is `rounds`)
     solver: str = "chain_newton"  # the solver that ran ("auto" resolved)
     max_iter: int = 0             # the round budget it had
     def __repr__(self):
@@ -147,7 +147,8 @@ def solver_options(solver,                        # "auto", a name in SOLVERS, o
                   ) -> tuple:
     """(name, solver function, keyword options) for solving Eq. (12)/(13): `"auto"` is chain_newton with its step ratios
     and slopes from `sched`; `"anderson"` gets `DEQ_ANDERSON`. `m` (history length, default 5) is refused by a solver
-    that keeps no history (picard, chain_newton), rather than ignored."""
+    that keeps no history (picard, chain_newton), rather than ignored. `kw`: the caller's solver options, returned with
+    these defaults added only where a key is missing."""
     if isinstance(solver, str): check_choice("solver", solver, ("auto", *SOLVERS))
     solve = get_solver("chain_newton" if solver == "auto" else solver)
     name = "chain_newton" if solver == "auto" else solver if isinstance(solver, str) else getattr(solver, "__name__", "custom")
@@ -186,7 +187,9 @@ def deq_sample(eps_model,                        # callable eps_model(x, t) -> e
                **solver_kwargs                   # passed on to the solver (mixing=, restart=, ...)
               ):
     """DEQ-DDIM (η = 0) / DEQ-sDDIM (η > 0): solve Eq. (12) / (13) for all T states at once. Returns (x_0 (B, *dims) in
-    x_T's dtype, DEQInfo). An unconverged result warns (UserWarning) with the rounds, the final residual and the fix."""
+    x_T's dtype, DEQInfo). An unconverged result warns (UserWarning) with the rounds, the final residual and the fix.
+    `solver_kwargs` go to the solver (e.g. `mixing=`, `restart=`), taking precedence over the defaults that
+    `solver_options` fills in."""
     check_state("x_T", x_T); check_schedule(sched); check_sample_shape(eps_model, x_T); check_generator("generator", generator)
     T, B = len(sched), len(x_T)
     tol, progress, check = check_number("tol", tol, lo=0, lo_open=True), check_bool("progress", progress), check_bool("check", check)

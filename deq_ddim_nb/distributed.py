@@ -115,7 +115,8 @@ def sample_images(eps_model,                   # eps_model(x, t) -> ε: x (N, *d
                   **sampler_kwargs,            # passed to the sampler (max_iter=, tol=, …)
                  ) -> torch.Tensor:            # (n, *sample_shape), or (hi - lo, *sample_shape) with gather=False
     """Images 0 … n-1 split across the ranks of a process group (or all here when torch.distributed is not initialised).
-    Image i starts from its own seed, so the set does not depend on the number of ranks or the batch size."""
+    Image i starts from its own seed, so the set does not depend on the number of ranks or the batch size.
+    `sampler_kwargs` go to every sampler call (e.g. `max_iter=`, `tol=`)."""
     n, batch_size = check_int("n", n, 1), check_int("batch_size", batch_size, 1)
     if not callable(sampler): check_choice("sampler", sampler, SAMPLERS)
     shape = tuple(sample_shape or (getattr(eps_model, "config", None) or {}).get("sample_shape", ()))

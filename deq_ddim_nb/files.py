@@ -98,7 +98,9 @@ def load_target(path_or_digit, sample_shape=(1, 16, 16), *, max_pixels:int=MAX_I
     .npy/.pt tensor of shape (C, H, W) or (1, C, H, W) (floats in [-1, 1], or uint8 pixels 0..255, rescaled), or an
     int: that held-out digit of `digits_data(16, "test")`. Anything else raises a `ValueError` saying what is accepted:
     values outside [-1, 1], non-finite values, 32-bit images of unknown range, a directory, an image whose header
-    declares more than `max_pixels` pixels or another size (checked before decoding)."""
+    declares more than `max_pixels` pixels or another size (checked before decoding). `path_or_digit`: a path (str or
+    path-like) of an image or tensor file, or an int, the held-out digit's index; `sample_shape`: the model's (C, H, W),
+    which the target must match (held-out digits only for the default (1, 16, 16))."""
     shape = _check_shape(sample_shape)
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
         raise ValueError(f"max_pixels must be an int >= 1, got {max_pixels!r}")
@@ -215,7 +217,8 @@ def check_targets(paths, overwrite:bool=False, *, make_dirs:bool=False) -> list[
 
 # %% ../nbs/91_files.ipynb #b836415a
 class Interrupted(BaseException):
-    "A signal (SIGTERM, SIGINT, SIGHUP) arrived while `publish` was writing: nothing of that call was published."
+    """A signal (SIGTERM, SIGINT, SIGHUP) arrived while `publish` was writing: nothing of that call was published.
+    `signum`: the number of the signal, kept as `.signum`."""
     def __init__(self, signum:int):
         self.signum = signum
         super().__init__(f"interrupted by {signal.Signals(signum).name} while writing; nothing was published")
@@ -361,7 +364,8 @@ def atomic_write_bytes(path, data:bytes, overwrite:bool=False) -> Path:
 
 def publish_file(tmp_path, target, overwrite:bool=False) -> Path:
     """Publish the complete file `tmp_path` at `target` with `publish`'s rules, then remove `tmp_path` (also on error).
-    `tmp_path` must be a regular file, and never `target` itself: that is refused and both are left alone."""
+    `tmp_path` must be a regular file, and never `target` itself: that is refused and both are left alone. `overwrite`:
+    replace a regular file or symbolic link already at `target` (else `FileExistsError`)."""
     tmp, target = Path(tmp_path), _as_target(target)
     st = os.lstat(tmp)
     if not stat.S_ISREG(st.st_mode): raise ValueError(f"tmp_path {_show(tmp)} is {_kind(st.st_mode)}, not a regular file")
@@ -378,7 +382,8 @@ def publish_file(tmp_path, target, overwrite:bool=False) -> Path:
 
 # %% ../nbs/91_files.ipynb #47bd552a
 def png_bytes(x:torch.Tensor) -> bytes:
-    "Images (B, C, H, W) with C = 1 or 3, values in [-1, 1] (clamped), side by side as the bytes of one PNG."
+    """Images `x`, a floating tensor (B, C, H, W) with C = 1 or 3, values in [-1, 1] (clamped), side by side as the bytes
+    of one PNG."""
     from PIL import Image
     if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] not in (1, 3) or not x.is_floating_point():
         raise ValueError(f"x must be a floating tensor (B, C, H, W) with C = 1 or 3, got "
@@ -392,20 +397,23 @@ def png_bytes(x:torch.Tensor) -> bytes:
     return buf.getvalue()
 
 def to_png(x:torch.Tensor, path, overwrite:bool=False) -> Path:
-    "Write images (B, C, H, W) in [-1, 1] side by side as one PNG (grayscale for C = 1), through `publish`."
+    """Write images `x` (B, C, H, W) in [-1, 1] side by side as one PNG (grayscale for C = 1) at `path`, through `publish`;
+    a file already there is replaced only with `overwrite` (else `FileExistsError`). Returns the path."""
     return publish({path: png_bytes(x)}, overwrite=overwrite)[0]
 
 INVERSION_FILES = ("x_T.pt", "regenerated.png")
 
 def inversion_outputs(out_dir, result) -> dict:
-    "The files of an `InversionResult`: `{out_dir/x_T.pt: the latent (torch.save bytes), out_dir/regenerated.png: its sample}`."
+    """The files of an `InversionResult` `result`, not yet written: `{out_dir/x_T.pt: the latent result.x_T (torch.save
+    bytes, on the CPU), out_dir/regenerated.png: its sample result.x_0}`."""
     out = Path(out_dir).expanduser()
     buf = io.BytesIO(); torch.save(result.x_T.detach().cpu(), buf)
     return {out / "x_T.pt": buf.getvalue(), out / "regenerated.png": png_bytes(result.x_0)}
 
 def save_inversion(out_dir, result, overwrite:bool=False) -> dict:
     """Write `x_T.pt` (the latent) and `regenerated.png` (its DDIM sample) of an `InversionResult` into `out_dir`
-    (created if missing) with one `publish` call: both files appear, or neither. Returns `{"x_T": path, "regenerated": path}`."""
+    (created if missing) with one `publish` call: both files appear, or neither. Returns `{"x_T": path, "regenerated": path}`.
+    `result`: the `InversionResult` to save; `overwrite`: replace those files if they exist (else `FileExistsError`)."""
     files = inversion_outputs(out_dir, result)
     paths = publish(files, overwrite=overwrite, make_dirs=True)
     return dict(zip(("x_T", "regenerated"), paths))
@@ -414,7 +422,8 @@ def save_inversion(out_dir, result, overwrite:bool=False) -> dict:
 MAX_SAMPLE_NUMEL = 2 ** 26      # elements of one sample (e.g. 3 x 4096 x 4096 is under it); a randn beyond is an error
 
 def read_json(path, what:str="config") -> dict:
-    "A JSON object from `path`; a missing, unreadable or invalid file (or not an object) is a `ValueError` naming it."
+    """A JSON object from `path`; a missing, unreadable or invalid file (or not an object) is a `ValueError` naming it as
+    `what` (the kind of file, "config" by default) and its path."""
     path = Path(path)
     try: text = path.read_text()
     except (OSError, UnicodeDecodeError) as e: raise ValueError(f"could not read the {what} {str(path)!r}: {e}") from None
@@ -477,7 +486,8 @@ def read_text(path, what:str="file") -> str:
         except UnicodeDecodeError as e: raise ValueError(f"the {what} {_show(p)} is not UTF-8 text ({e.reason})") from None
 
 def read_recorded(name:str):
-    "A recorded result: a `.csv` file as a list of rows (dicts of strings), a `.json` file as its object, other files as text."
+    """The recorded result `name` (a file name, see `recorded`): a `.csv` file as a list of rows (dicts of strings), a
+    `.json` file as its object, other files as text."""
     p = recorded(name)
     text = read_text(p, "recorded result")
     if p.suffix == ".csv": return list(csv.DictReader(io.StringIO(text, newline="")))
@@ -485,7 +495,7 @@ def read_recorded(name:str):
     return text
 
 def csv_text(rows, fields=None) -> str:
-    "Rows (dicts) as CSV text with a header: `fields`, or the keys of the first row."
+    "`rows` (an iterable of dicts) as CSV text with a header: `fields`, or the keys of the first row."
     rows = list(rows)
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fields or (list(rows[0]) if rows else []), lineterminator="\n")

@@ -51,6 +51,7 @@ def _injection(eps_model, x_T:torch.Tensor, sched:DDIMSchedule) -> torch.Tensor:
 def phantom_step(eps_model, xs:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, noise:torch.Tensor|None=None,
                  *, tau:float=0.1, k:int=1) -> torch.Tensor:
     """Eq. (18): `k` damped steps z <- τ h̃(z; x_T) + (1 − τ) z from the solver's answer, with gradient to `x_T`.
+    `eps_model(x, t) -> eps`: the model; `sched`: the `DDIMSchedule` of T steps;
     `xs`: (T, B, *dims) the fixed point x*_0 … x*_{T-1} (detached here); `x_T`: (B, *dims), usually with
     `requires_grad`; `noise`: (T, B, *dims) the fixed noises of an η > 0 schedule, else None; `tau` in (0, 1] the damping,
     `k` >= 1 the number of steps. Returns (T, B, *dims) in `xs`' dtype: the values of `xs` (h̃(x*) = x* at the fixed
@@ -69,7 +70,8 @@ def phantom_step(eps_model, xs:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedul
 def ift_grad(eps_model, xs:torch.Tensor, x_T:torch.Tensor, sched:DDIMSchedule, grad_xs:torch.Tensor,
              noise:torch.Tensor|None=None, *, solver="anderson", max_iter:int|None=None, tol:float=1e-8,
              stop_mode:str="rel", **solver_kwargs):
-    """Exact implicit gradient, Eq. (15) / (19): ∂L/∂x_T at the fixed point.
+    """Exact implicit gradient, Eq. (15) / (19): ∂L/∂x_T at the fixed point. `eps_model(x, t) -> eps`: the model;
+    `sched`: the `DDIMSchedule` of T steps;
     `xs`: (T, B, *dims) the fixed point x*_0 … x*_{T-1}; `x_T`: (B, *dims); `grad_xs`: (T, B, *dims) = ∂L/∂x*_{0:T-1}
     (any states, not only x_0); `noise`: (T, B, *dims) for η > 0, else None. Solves the adjoint system
     v = v ∂h̃/∂x* + ∂L/∂x* with the package solver `solver` (`max_iter` rounds, default T + 1; `tol`, `stop_mode` and
@@ -100,14 +102,14 @@ class InversionResult:
     image_losses: torch.Tensor         # (epochs, B) Eq. (14) per image and epoch
     best_epoch: torch.Tensor           # (B,) epoch whose x_T is returned
     final_loss: torch.Tensor           # (B,) Eq. (14) of the returned x_0 (sequential DDIM, not the solver's estimate)
-    method: str = "deq"
-    grad: str | None = "phantom"
-    stopped_early: bool = False
+    method: str = "deq"                # "deq", "bptt" or "ode": the method that ran
+    grad: str | None = "phantom"       # "phantom" or "ift" with method="deq", else None
+    stopped_early: bool = False        # stopped before `epochs`: `stop_loss` reached, or `callback` returned True
     rounds: list = field(default_factory=list)      # DEQ: solver rounds (batched model calls) per epoch
     converged: list = field(default_factory=list)   # DEQ: did the forward solve reach its tolerance, per epoch
     noise: torch.Tensor | None = None  # the fixed noises ε_{1:T} of a stochastic (η > 0) chain
-    tau: float | None = None           # the phantom gradient's damping and steps (Eq. 18), None unless grad="phantom"
-    k: int | None = None
+    tau: float | None = None           # the phantom gradient's damping τ (Eq. 18), None unless grad="phantom"
+    k: int | None = None               # the phantom gradient's number of steps (Eq. 18), None unless grad="phantom"
     lr: float | None = None            # Adam's step size (None for method="ode")
 
     @property

@@ -25,7 +25,10 @@ __all__ = ['MAX_CHANNELS', 'UNET_ARGS', 'MAX_ATTENTION_BYTES', 'OWN_SCHEDULE', '
            'check_runnable_shape', 'unet_attention', 'DiffusersEps', 'load_model']
 
 # %% ../nbs/06_digits_model.ipynb #658b3d3b
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+def timestep_embedding(t: torch.Tensor,             # (N,) timesteps: integers, of any numeric dtype
+                       dim: int,                    # embedding width, even: dim/2 sine and dim/2 cosine features
+                       max_period: float = 10000.0, # sets the frequencies ω_k = max_period^(-k/(dim/2)), k = 0 … dim/2 - 1
+                      ) -> torch.Tensor:            # (N, dim) float64: [sin(t ω_k), cos(t ω_k)]
     "Sinusoidal embedding `(N, dim)` of integer timesteps `t` `(N,)`, computed in float64."
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64, device=t.device) / half)
@@ -35,7 +38,13 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 # %% ../nbs/06_digits_model.ipynb #e16b4f96
 class ResBlock(nn.Module):
     "GroupNorm-SiLU-conv twice, time embedding added in between, residual connection."
-    def __init__(self, c_in: int, c_out: int, t_dim: int, groups: int = 8, dropout: float = 0.0):
+    def __init__(self,
+                 c_in: int,             # channels of the input x (N, c_in, H, W)
+                 c_out: int,            # channels of the output (N, c_out, H, W); if they differ, a 1x1 conv maps the skip path
+                 t_dim: int,            # width of the time embedding temb (N, t_dim), projected to a bias per output channel
+                 groups: int = 8,       # GroupNorm groups: must divide c_in and c_out
+                 dropout: float = 0.0,  # dropout probability before the second convolution; 0: none
+                ):
         super().__init__()
         groups = check_int("groups", groups, 1)
         for c in (c_in, c_out):
@@ -56,7 +65,11 @@ class ResBlock(nn.Module):
 # %% ../nbs/06_digits_model.ipynb #a822a634
 class SelfAttention(nn.Module):
     "Multi-head self-attention over the pixels of a feature map, with a residual connection."
-    def __init__(self, c: int, groups: int = 8, heads: int = 4):
+    def __init__(self,
+                 c: int,           # channels of the feature map x (N, c, H, W); its H * W pixels attend to each other
+                 groups: int = 8,  # GroupNorm groups of the normalisation before q, k, v: must divide c
+                 heads: int = 4,   # attention heads: must divide c, each attends with c / heads channels
+                ):
         super().__init__()
         if c % heads: raise ValueError(f"heads={heads} must divide the channels, got {c}")
         self.norm, self.heads = nn.GroupNorm(groups, c), heads
@@ -82,8 +95,15 @@ def _int_list(name, v, lo, hi, n_max=16) -> tuple:
     if len(v) > n_max: raise ValueError(f"{name} must have at most {n_max} entries, got {len(v)}")
     return tuple(check_int(f"{name}[{i}]", x, lo, hi) for i, x in enumerate(v))
 
-def check_unet_args(in_channels=1, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_levels=(), groups=8, heads=4,
-                    dropout=0.0) -> dict:
+def check_unet_args(in_channels=1,       # image channels C of x (N, C, H, W), 1 … MAX_CHANNELS
+                    ch=32,               # base channels, even: level l has ch * ch_mult[l]; the time embedding is ch wide
+                    ch_mult=(1, 2, 2),   # channel multiplier per resolution level (≤ 16): H, W are halved len(ch_mult) - 1 times
+                    num_res_blocks=1,    # ResBlocks per level going down (one more going up), 1 … 64
+                    attn_levels=(),      # indices into ch_mult of the levels with self-attention (the middle always attends)
+                    groups=8,            # GroupNorm groups: must divide the channels of every GroupNorm
+                    heads=4,             # attention heads: must divide the channels of every attention layer
+                    dropout=0.0,         # dropout probability in every ResBlock, in [0, 1); 0: none
+                   ) -> dict:
     """The arguments of `UNet`, checked before anything is built; returns them normalised (tuples, ints, a float).
     Ints >= 1; `ch` even (the time embedding has ch/2 sine and ch/2 cosine features); `ch_mult` one entry per resolution;
     `attn_levels` indices into it; `groups` divides the channels of every GroupNorm and `heads` those of every attention
@@ -118,8 +138,16 @@ def _check_dtype(x:torch.Tensor, weight:torch.Tensor) -> None:
 # %% ../nbs/06_digits_model.ipynb #47db68ae
 class UNet(nn.Module):
     "A small DDPM-style UNet: `eps = UNet(...)(x, t)` with `x` `(N, C, H, W)` and training timesteps `t` `(N,)`."
-    def __init__(self, in_channels: int = 1, ch: int = 32, ch_mult=(1, 2, 2), num_res_blocks: int = 1,
-                 attn_levels=(), groups: int = 8, heads: int = 4, dropout: float = 0.0):
+    def __init__(self,
+                 in_channels: int = 1,     # image channels C of x (N, C, H, W), 1 … MAX_CHANNELS
+                 ch: int = 32,             # base channels, even: level l has ch * ch_mult[l]; the time embedding is ch wide
+                 ch_mult=(1, 2, 2),        # channel multiplier per resolution level (≤ 16): H, W are halved len(ch_mult) - 1 times
+                 num_res_blocks: int = 1,  # ResBlocks per level going down (one more going up), 1 … 64
+                 attn_levels=(),           # indices into ch_mult of the levels with self-attention (the middle always attends)
+                 groups: int = 8,          # GroupNorm groups: must divide the channels of every GroupNorm
+                 heads: int = 4,           # attention heads: must divide the channels of every attention layer
+                 dropout: float = 0.0,     # dropout probability in every ResBlock, in [0, 1); 0: none
+                ):
         super().__init__()
         in_channels, ch, ch_mult, num_res_blocks, attn_levels, groups, heads, dropout = check_unet_args(
             in_channels, ch, ch_mult, num_res_blocks, attn_levels, groups, heads, dropout).values()
@@ -167,24 +195,28 @@ class UNet(nn.Module):
 @dataclass
 class TrainConfig:
     "Settings of `train_digits` (the defaults made the shipped weights)."
-    steps: int = 4000
-    batch_size: int = 64
-    lr: float = 2e-3
-    warmup: int = 200
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    max_shift: int = 0
-    seed: int = 0
-    n_train: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    log_every: int = 50
-    unet: dict = field(default_factory=lambda: dict(in_channels=1, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+    steps: int = 4000           # optimiser (AdamW) steps
+    batch_size: int = 64        # training images per step, drawn with replacement
+    lr: float = 2e-3            # peak learning rate: linear warm-up to it, then cosine decay to 0
+    warmup: int = 200           # steps of the linear learning-rate warm-up
+    weight_decay: float = 0.0   # AdamW weight decay
+    grad_clip: float = 1.0      # largest global gradient norm; larger gradients are scaled down to it
+    ema_decay: float = 0.999    # decay of the moving average of the weights (the returned model); lower in the first steps
+    max_shift: int = 0          # augmentation: shift each image by up to this many pixels (`random_shift`); 0: none
+    seed: int = 0               # seeds the initialisation and every random draw (batches, timesteps, noise, shifts)
+    n_train: int = 1000         # N, the number of training timesteps of the noise schedule
+    beta_start: float = 1e-4    # β_1 of the linear noise schedule
+    beta_end: float = 0.02      # β_N of the linear noise schedule
+    log_every: int = 50         # steps averaged into one entry of the loss history
+    unet: dict = field(default_factory=lambda: dict(in_channels=1, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,  # `UNet` arguments
                                                     attn_levels=(), groups=8, heads=4, dropout=0.0))
 
 # %% ../nbs/06_digits_model.ipynb #f033bec5
-def random_shift(x: torch.Tensor, max_shift: int, generator=None, fill: float = -1.0) -> torch.Tensor:
+def random_shift(x: torch.Tensor,     # (N, C, H, W) images
+                 max_shift: int,      # largest offset in pixels, along each axis; 0 returns x unchanged
+                 generator=None,      # CPU torch.Generator that draws the offsets; None: torch's global generator
+                 fill: float = -1.0,  # value of the pixels shifted in at the border (-1: the digits' background)
+                ) -> torch.Tensor:    # (N, C, H, W), the dtype and device of x
     "Shift every image of `x` `(N, C, H, W)` by a random integer offset in [-max_shift, max_shift]² (border = `fill`)."
     if max_shift == 0: return x
     N, C, H, W = x.shape
@@ -204,7 +236,11 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * p))
 
 # %% ../nbs/06_digits_model.ipynb #f34b94e1
-def train_digits(cfg: TrainConfig | None = None, device="cpu", progress: bool = True, x0: torch.Tensor | None = None):
+def train_digits(cfg: TrainConfig | None = None,  # the settings; None: `TrainConfig()`, which made the shipped weights
+                 device="cpu",                    # where the model and the data live ("cpu", "cuda", a torch.device)
+                 progress: bool = True,           # show a tqdm progress bar with the running loss
+                 x0: torch.Tensor | None = None,  # (N, C, H, W) training images in [-1, 1], C = cfg.unet["in_channels"]
+                ):
     """Train a `UNet` with the DDPM ε-loss (Ho et al. Eq. 14) on `x0` `(N, C, H, W)` in [-1, 1]
     (default: the 16x16 digits train split). Returns `(ema_model, history)`; `history` is a list of
     dicts (step, loss = mean over `log_every` steps, lr, seconds)."""
@@ -245,11 +281,19 @@ def train_digits(cfg: TrainConfig | None = None, device="cpu", progress: bool = 
 # %% ../nbs/06_digits_model.ipynb #3220df13
 _SHIPPED = {"digits": "digits_unet"}  # name -> file stem in deq_ddim_nb/assets
 
-def save_model(model: UNet, stem, cfg: TrainConfig, history=(), name: str = "digits", sample_shape=(1, 16, 16),
-               overwrite: bool = False, **extra) -> Path:
+def save_model(model: UNet,               # the trained network (e.g. from `train_digits`); must match UNet(**cfg.unet)
+               stem,                      # str or Path of the files without their suffix; missing folders are created
+               cfg: TrainConfig,          # the settings it was trained with: `cfg.unet` rebuilds it, the rest is recorded
+               history=(),                # `train_digits`' loss history (dicts of step, loss, lr, seconds); empty: no CSV
+               name: str = "digits",      # the model's name in `stem.json`
+               sample_shape=(1, 16, 16),  # (C, H, W) of one sample, the shape of the x_T the samplers draw
+               overwrite: bool = False,   # replace existing files; False: an existing one is a FileExistsError
+               **extra,                   # more keys for the config in `stem.json`
+              ) -> Path:                  # `stem`
     """Write `stem.safetensors` (weights), `stem.json` (config) and, given a `history`, `stem_loss.csv`: all of them or
     none (`deq_ddim_nb.files.publish`; nothing is replaced without `overwrite`). What is written loads: `cfg.unet`,
-    `sample_shape` and the weights' shapes are checked as `load_model` checks them."""
+    `sample_shape` and the weights' shapes are checked as `load_model` checks them. The weights are stored in float32;
+    `extra` adds its keys to the config in `stem.json`. Returns `stem`."""
     from safetensors.torch import save
     stem = Path(stem)
     args = check_unet_args(**cfg.unet)
@@ -296,7 +340,9 @@ def check_runnable_shape(shape, n_down:int, attention:dict, key:str="sample_shap
     return tuple(shape)
 
 def unet_attention(args:dict) -> dict:
-    "Levels of a `UNet` with self-attention (the middle attends at the lowest resolution) and their heads."
+    """Levels of a `UNet` with self-attention (the middle attends at the lowest resolution) and their heads,
+    `{level: heads}`, from its arguments `args` (a dict with `attn_levels`, `ch_mult` and `heads`, as `check_unet_args`
+    returns it)."""
     return {l: args["heads"] for l in {*args["attn_levels"], len(args["ch_mult"]) - 1}}
 
 # %% ../nbs/06_digits_model.ipynb #508fd48b
@@ -462,7 +508,8 @@ def load_model(name_or_path, device="cpu", dtype=torch.float32) -> nn.Module:
     """An `eps_model(x, t) -> eps` (eval mode, frozen parameters) with a `config` dict
     (`name`, `n_train`, `beta_start`, `beta_end`, `beta_schedule`, `sample_shape`, ...).
     `name_or_path`: `"digits"` (shipped, offline), a `.safetensors` file written by `save_model`,
-    or a diffusers `UNet2DModel` / pipeline directory. `dtype`: torch.float32 or torch.float64."""
+    or a diffusers `UNet2DModel` / pipeline directory. `device`: where the weights go ("cpu", "cuda", a torch.device).
+    `dtype`: torch.float32 or torch.float64."""
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     if isinstance(name_or_path, str) and name_or_path in _SHIPPED:

@@ -90,7 +90,11 @@ def state_sigma(sched:DDIMSchedule, # the T-step schedule
     return s
 
 class WindowInfo(DEQInfo):
-    "What `window_sample` did: `DEQInfo` (`xs` (T, B, *dims), one residual per round, …) plus the window of every round."
+    """What `window_sample` did: `DEQInfo`'s fields plus the window of every round. `xs`: the final x_0 … x_{T-1}
+    (T, B, *dims); `residuals`: the worst relative state residual after every round; `rounds`: the rounds run, full checks
+    included; `nfe`: states evaluated per image, sum(`windows`) (a "coarse:K" start's K not counted); `converged`: a full
+    round found every state below `tol`; `diverged`: a residual was not finite; `seconds`: wall time, the start included;
+    `stats`: the `SolverStats` ("window", "rel"); `solver`: "window"; `max_iter`: the round budget it had."""
     def __init__(self, windows,  # states evaluated per image in every round (a full check round counts T)
                  checks=0,       # how many rounds were full checks
                  **kw):          # the fields of DEQInfo

@@ -24,7 +24,7 @@ __all__ = ['METHODS', 'feature_stats', 'frechet_distance', 'DigitsClassifier', '
 
 # %% ../nbs/07_quality.ipynb #a192a168
 def feature_stats(feats) -> tuple[np.ndarray, np.ndarray]:
-    "Mean (D,) and covariance (D, D) of features (N, D), in float64."
+    "Mean (D,) and covariance (D, D) of features `feats` (N, D), N >= 2 (a tensor or an array), in float64."
     f = np.asarray(feats.detach().cpu() if torch.is_tensor(feats) else feats, dtype=np.float64)
     if f.ndim != 2 or len(f) < 2: raise ValueError(f"features must have shape (N, D) with N >= 2, got {f.shape}")
     return f.mean(0), np.cov(f, rowvar=False)
@@ -51,7 +51,10 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
 # %% ../nbs/07_quality.ipynb #45fbafaf
 class DigitsClassifier(nn.Module):
     "A small CNN for 16x16 digits in [-1, 1]: `features(x)` (N, 64) for the Fréchet distance, `forward(x)` logits (N, 10)."
-    def __init__(self, width:int=32, n_features:int=64):
+    def __init__(self,
+                 width:int=32,       # channels of the first two convolutions (the third has 2 * width)
+                 n_features:int=64,  # length of the feature vectors of `features(x)`, (N, n_features)
+                ):
         super().__init__()
         self.conv = nn.Sequential(
             nn.Conv2d(1, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, width, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),   # 8x8
@@ -61,8 +64,14 @@ class DigitsClassifier(nn.Module):
     def features(self, x): return self.fc(self.conv(x))
     def forward(self, x): return self.head(self.features(x))
 
-def train_classifier(steps:int=1500, batch_size:int=128, lr:float=2e-3, seed:int=0, progress:bool=True):
-    "Train `DigitsClassifier` on the digits training split; returns (model in eval mode, held-out accuracy)."
+def train_classifier(steps:int=1500,      # optimiser (AdamW) steps, with a one-cycle learning-rate schedule
+                     batch_size:int=128,  # images per step, each shifted at random by up to 1 pixel
+                     lr:float=2e-3,       # peak learning rate of the one-cycle schedule
+                     seed:int=0,          # seeds the initialisation and the batches
+                     progress:bool=True,  # show a tqdm progress bar
+                    ):
+    """Train `DigitsClassifier` on the digits training split; returns (model in eval mode, held-out accuracy), the
+    accuracy on the 16x16 test split as a fraction in [0, 1]."""
     from deq_ddim_nb.models import random_shift
     g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
     x, y = digits_data(16, "train", dtype=torch.float32)
@@ -80,13 +89,16 @@ def train_classifier(steps:int=1500, batch_size:int=128, lr:float=2e-3, seed:int
 def _classifier_path() -> Path: return assets_dir() / "digits_classifier.safetensors"
 
 def save_classifier(clf:DigitsClassifier, path=None, overwrite:bool=False) -> Path:
-    "Write the classifier's weights (safetensors) to `path` (default: the shipped file) with `files.publish`: never replaces a file without `overwrite`."
+    """Write the weights of the classifier `clf` (safetensors) to `path` (default: the shipped file) with `files.publish`:
+    never replaces a file without `overwrite`."""
     from safetensors.torch import save
     path = Path(path or _classifier_path())
     return publish({path: save({k: v.contiguous() for k, v in clf.state_dict().items()})}, overwrite=overwrite)[0]
 
 def load_classifier(device="cpu", path=None) -> DigitsClassifier:
-    "The shipped digits classifier (eval mode, frozen); weights that do not fit `DigitsClassifier` are a ValueError naming the file."
+    """The shipped digits classifier (eval mode, frozen) on `device`, or the one whose weights `save_classifier` wrote
+    to `path` (default: the shipped file); weights that do not fit `DigitsClassifier` are a ValueError naming the file,
+    a missing file a FileNotFoundError."""
     from safetensors.torch import load_file
     path = Path(path or _classifier_path())
     if not path.is_file(): raise FileNotFoundError(f"{path} not found: the classifier's weights are missing")
@@ -102,14 +114,18 @@ def _batched(fn, x, bs=1024):
     return torch.cat([fn(x[i:i + bs]) for i in range(0, len(x), bs)])
 
 def reference_stats(clf:DigitsClassifier, split:str="train"):
-    "Feature mean and covariance of a digits split (cached per classifier)."
+    """Feature mean (D,) and covariance (D, D), under `clf.features`, of the 16x16 digits of `split` ("train", "test"
+    or "all") (cached per classifier)."""
     key = (id(clf), split)
     if key not in _REF_CACHE:
         x, _ = digits_data(16, split, dtype=torch.float32)
         _REF_CACHE[key] = feature_stats(_batched(clf.features, x.to(next(clf.parameters()).device)))
     return _REF_CACHE[key]
 
-def sample_quality(x:torch.Tensor, clf:DigitsClassifier|None=None, reference:str="train") -> dict:
+def sample_quality(x:torch.Tensor,                  # (N, 1, 16, 16) samples in [-1, 1] (clamped to it), N >= 2
+                   clf:DigitsClassifier|None=None,  # the classifier whose features are compared; None: `load_classifier()`
+                   reference:str="train",           # the digits split to compare with: "train", "test" or "all"
+                  ) -> dict:                        # fd, class_hist (10 fractions), confidence, n
     "Fréchet distance to a digits split, class histogram and mean confidence of samples x (N, 1, 16, 16) in [-1, 1]."
     if x.ndim != 4 or tuple(x.shape[1:]) != (1, 16, 16):
         raise ValueError(f"samples must have shape (N, 1, 16, 16) (the digits model's), got {tuple(x.shape)}")
@@ -129,8 +145,18 @@ METHODS = {  # name: (eta, sampler)
     "DDPM (sequential, eta=1)": (1.0, "ddim"), "DDIM (sequential)": (0.0, "ddim"), "DEQ-DDIM": (0.0, "deq"),
     "DEQ-sDDIM eta=0.2": (0.2, "deq"), "DEQ-sDDIM eta=0.5": (0.5, "deq"), "DEQ-sDDIM eta=1": (1.0, "deq")}
 
-def generate(model, method:str, T:int, n:int, seed:int=0, batch:int=250, progress:bool=False, **deq_kw) -> tuple[torch.Tensor, dict]:
-    "n samples of `method` (a key of METHODS) at T steps, batched; returns (x_0 (n, *shape), stats)."
+def generate(model,                # ε-model with a `config` (as from `load_model`): its noise schedule and sample_shape
+             method:str,           # a key of METHODS: the sampler and its eta
+             T:int,                # number of sampling steps
+             n:int,                # number of samples, >= 1
+             seed:int=0,           # seeds x_T and the noise, so every method starts from the same x_T
+             batch:int=250,        # samples per call of the sampler
+             progress:bool=False,  # show a tqdm progress bar over the batches
+             **deq_kw,             # settings of `deq_sample` that replace the defaults (DEQ methods only)
+            ) -> tuple[torch.Tensor, dict]:  # (x_0 (n, *sample_shape), stats)
+    """n samples of `method` (a key of METHODS) at T steps, batched; returns (x_0 (n, *shape), stats). `deq_kw` replaces
+    the settings the DEQ methods pass to `deq_sample` (`solver="anderson"`, `max_iter` 50 with eta > 0 else 15,
+    `tol=1e-3`); the sequential methods ignore it. `stats["rounds"]` holds the solver rounds of each batch (DEQ only)."""
     from deq_ddim_nb.schedules import DDIMSchedule
     from deq_ddim_nb.ddim import ddim_sample, draw_noise
     from deq_ddim_nb.deq import deq_sample
@@ -151,7 +177,12 @@ def generate(model, method:str, T:int, n:int, seed:int=0, batch:int=250, progres
             x0, info = deq_sample(model, xb, sched, noise=nb, **kw); out.append(x0); rounds.append(info.rounds)
     return torch.cat(out), dict(rounds=rounds)
 
-def time_per_image(model, method:str, T:int, repeats:int=3, seed:int=1) -> float:
+def time_per_image(model,          # ε-model with a `config`, as for `generate`
+                   method:str,     # a key of METHODS
+                   T:int,          # number of sampling steps
+                   repeats:int=3,  # timed runs; their median is returned
+                   seed:int=1,     # run r samples from seed + r
+                  ) -> float:
     "Median wall time (s) of sampling a single image with `method`."
     ts = []
     for r in range(repeats):

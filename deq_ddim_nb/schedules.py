@@ -54,7 +54,8 @@ def make_abar(betas:torch.Tensor, # (N,) β_1 … β_N
 SKIPS = ("uniform", "quad", "trailing", "linspace")
 
 def quad_timesteps_original(T:int, n_train:int=1000) -> np.ndarray:
-    "The `quad` subsequence exactly as the DDIM code computes it (it may repeat timesteps)."
+    """The `quad` subsequence exactly as the DDIM code computes it (it may repeat timesteps): `T` timesteps of a model
+    trained with `n_train` steps, linspace(0, √(0.8 n_train), T)² truncated to ints, a `(T,)` int array."""
     return (np.linspace(0, np.sqrt(n_train * 0.8), T) ** 2).astype(int)
 
 def make_timesteps(T:int,                 # number of sampling steps, 1 … n_train
@@ -123,9 +124,9 @@ class DDIMSchedule:
     abar: torch.Tensor       # (T,) ᾱ at t (the papers' α_t); abar[i-1] belongs to x_i
     abar_prev: torch.Tensor  # (T,) ᾱ the step x_i -> x_{i-1} steps to; abar_prev[0] is 1 (x_0), or ᾱ_0 without set_alpha_to_one
     sigma: torch.Tensor      # (T,) σ(η) of Eq. (20); zeros when eta == 0
-    eta: float = 0.0
-    skip: str = "uniform"
-    n_train: int = 1000
+    eta: float = 0.0                       # η of Eq. (20), the scale of sigma: 0 is deterministic DDIM
+    skip: str = "uniform"                  # the timestep subsequence, one of SKIPS (see `make_timesteps`)
+    n_train: int = 1000                    # N, the training steps of the model (timesteps 0 … N-1)
     prediction_type: str = "epsilon"       # what the model returns: ε, v, or x̂_0 (converted to ε by `output_to_eps`)
     clip_sample: float|None = None         # clip x̂_0 to [-clip_sample, clip_sample] in every step (diffusers' clip_sample)
     use_clipped_model_output: bool = False # with clip_sample: recompute ε from the clipped x̂_0 (what DDPMScheduler does)

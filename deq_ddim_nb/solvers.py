@@ -23,14 +23,14 @@ STOP_MODES = ("abs", "rel")
 class SolverStats:
     "What a solver did: residual traces (one entry per call of f), calls of f, convergence."
     solver: str
-    stop_mode: str
-    tol: float
+    stop_mode: str                                     # "rel" or "abs": the residual that `residuals` holds
+    tol: float                                         # converged once the residual of `stop_mode` is below tol
     residuals: list = field(default_factory=list)      # residual of `stop_mode`, one per call of f
-    abs_residuals: list = field(default_factory=list)
-    rel_residuals: list = field(default_factory=list)
+    abs_residuals: list = field(default_factory=list)  # ‖f(z) − z‖ of the worst sample, one per call of f
+    rel_residuals: list = field(default_factory=list)  # ‖f(z) − z‖ / (1e-5 + ‖f(z)‖), worst sample, one per call of f
     nfe: int = 0                                       # calls of f (= rounds)
-    converged: bool = False
-    diverged: bool = False
+    converged: bool = False                            # a residual fell below tol
+    diverged: bool = False                             # a non-finite residual, or unconverged with the abs residual grown
     best_index: int = -1                               # call whose f(z) was returned (Anderson, Broyden)
 
     @property

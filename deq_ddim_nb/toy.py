@@ -17,7 +17,13 @@ __all__ = ['ToyEps', 'GaussianMixtureEps', 'EmpiricalEps', 'digits_data', 'digit
 # %% ../nbs/02_toy_models.ipynb #0358859b
 class ToyEps(torch.nn.Module):
     "Base of the exact toy ε-models: holds ᾱ of the training schedule and a `config` like `load_model`'s."
-    def __init__(self, sample_shape, n_train=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear"):
+    def __init__(self,
+                 sample_shape,            # shape of one sample, without the batch dimension: (D,) or (C, H, W)
+                 n_train=1000,            # N, the number of training timesteps: `t` = 0 … N-1 indexes ᾱ_1 … ᾱ_N
+                 beta_start=1e-4,         # β_1, the noise variance of the first training step
+                 beta_end=0.02,           # β_N, the noise variance of the last training step
+                 beta_schedule="linear",  # shape of β_1 … β_N: "linear", "scaled_linear" or "squaredcos_cap_v2" (`make_betas`)
+                ):
         super().__init__()
         self.register_buffer("abar_all", make_abar(make_betas(n_train, beta_start, beta_end, beta_schedule)))
         self.config = dict(n_train=n_train, beta_start=beta_start, beta_end=beta_end,
@@ -30,8 +36,13 @@ class ToyEps(torch.nn.Module):
 
 # %% ../nbs/02_toy_models.ipynb #afec220f
 class GaussianMixtureEps(ToyEps):
-    "Exact ε for data ~ Σ_k w_k N(μ_k, s_k² I): `means` (K, D), `stds` (K,), `weights` (K,)."
-    def __init__(self, means, stds, weights=None, **schedule):
+    """Exact ε for data ~ Σ_k w_k N(μ_k, s_k² I): `means` (K, D), `stds` (K,), `weights` (K,).
+    `schedule`: the training schedule's keywords of `ToyEps` (`n_train`, `beta_start`, `beta_end`, `beta_schedule`)."""
+    def __init__(self,
+                 means,         # (K, D) the component means μ_k
+                 stds,          # (K,) the component standard deviations s_k >= 0, or one number for all of them
+                 weights=None,  # (K,) positive mixture weights w_k, normalised to sum to 1; None: uniform, 1/K each
+                 **schedule):   # n_train, beta_start, beta_end, beta_schedule of `ToyEps`
         means = torch.as_tensor(means, dtype=torch.float64)
         super().__init__((means.shape[1],), **schedule)
         K = len(means)
@@ -60,7 +71,9 @@ class GaussianMixtureEps(ToyEps):
 
 # %% ../nbs/02_toy_models.ipynb #dd322da7
 class EmpiricalEps(ToyEps):
-    "Exact ε of the empirical distribution of `data` (M, *dims): the optimal denoiser of that data set."
+    """Exact ε of the empirical distribution of `data` (M, *dims): the optimal denoiser of that data set. `data` is M
+    samples of any dtype, kept flattened in float64; `schedule`: the training schedule's keywords of `ToyEps`
+    (`n_train`, `beta_start`, `beta_end`, `beta_schedule`)."""
     def __init__(self, data, **schedule):
         data = torch.as_tensor(data)
         if not data.is_floating_point(): data = data.double()
@@ -75,7 +88,10 @@ class EmpiricalEps(ToyEps):
         return ((xf - a.sqrt() * x0_hat) / (1 - a).sqrt()).view_as(x)
 
 # %% ../nbs/02_toy_models.ipynb #8abdc3f5
-def digits_data(size:int=8, split:str="train", dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+def digits_data(size:int=8,           # image side: 8 (the original 8x8 images) or 16 (bilinearly upsampled to 16x16)
+                split:str="train",    # "train" (index % 10 != 0), "test" (index % 10 == 0, every 10th image) or "all"
+                dtype=torch.float64,  # dtype of the images; the labels are always int64
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     "scikit-learn digits as (images (N, 1, size, size) in [-1, 1], labels (N,)); test split = index % 10 == 0."
     from sklearn.datasets import load_digits
     if size not in (8, 16): raise ValueError(f"size must be 8 or 16, got {size!r}")
@@ -89,5 +105,7 @@ def digits_data(size:int=8, split:str="train", dtype=torch.float64) -> tuple[tor
     return x[keep].to(dtype), y[keep]
 
 def digits_eps(size:int=8, **schedule) -> EmpiricalEps:
-    "The optimal denoiser of the digits training split (the package's standard test model)."
+    """The optimal denoiser of the digits training split (the package's standard test model): an `EmpiricalEps` of its
+    `size` x `size` images (8 or 16, as in `digits_data`). `schedule`: the training schedule's keywords of `ToyEps`
+    (`n_train`, `beta_start`, `beta_end`, `beta_schedule`)."""
     return EmpiricalEps(digits_data(size, "train")[0], **schedule)

@@ -33,20 +33,34 @@ __all__ = ['SOLVER_CHOICES', 'default_model', 'default_noise', 'solve_snapshots'
 _MODELS = {}
 
 def default_model(size:int=8):
-    "The exact digits denoiser `digits_eps(size)`, built once and cached."
+    """The exact digits denoiser `digits_eps(size)`, built once and cached. `size`: the image side, 8 or 16, so samples
+    are (1, `size`, `size`) images in [-1, 1]."""
     if size not in _MODELS: _MODELS[size] = digits_eps(size)
     return _MODELS[size]
 
-def default_noise(model=None, batch:int=4, seed:int=0, dtype=torch.float64) -> torch.Tensor:
+def default_noise(model=None,                 # has `config["sample_shape"]` (e.g. a `ToyEps`); None: `default_model()`
+                  batch:int=4,                # B, the number of samples
+                  seed:int=0,                 # seed of the CPU `torch.Generator` that draws the noise: same seed, same x_T
+                  dtype=torch.float64,        # floating dtype of the result
+                 ) -> torch.Tensor:           # (batch, *sample_shape) standard normal, on the CPU
     "A reproducible x_T (batch, *sample_shape) for `model` (default: the digits denoiser)."
     model = default_model() if model is None else model
     shape = tuple(model.config["sample_shape"])
     return torch.randn((batch, *shape), dtype=dtype, generator=torch.Generator().manual_seed(seed))
 
-def solve_snapshots(model, x_T:torch.Tensor, T:int=20, skip:str="uniform", init="x_T", solver:str="auto",
-                    max_iter:int|None=None, *, tol:float=1e-6, eta:float=0.0, noise:torch.Tensor|None=None,
-                    m:int|None=None):
-    "Run `deq_sample` and keep f(z) of every round: returns (snapshots (rounds, T, B, *dims), residuals list)."
+def solve_snapshots(model,                        # callable eps_model(x, t) -> eps: x (N, *dims), t LongTensor (N,)
+                    x_T:torch.Tensor,             # (B, *dims) the noise, float32 or float64
+                    T:int=20,                     # number of sampling steps: the states x_0 … x_{T-1} solved for
+                    skip:str="uniform",           # timesteps (SKIPS): "uniform", "quad", "trailing" or "linspace"
+                    init="x_T",                   # starting trajectory, one of INITS: "x_T" (every state at x_T) or "zeros"
+                    solver:str="auto",            # "auto" (chain_newton), "anderson", "picard" or "broyden"
+                    max_iter:int|None=None,       # most rounds; None: `deq_sample`'s round budget
+                    *, tol:float=1e-6,            # stop when every state of every image has a relative residual below tol
+                    eta:float=0.0,                # η >= 0: 0 is DEQ-DDIM, > 0 DEQ-sDDIM
+                    noise:torch.Tensor|None=None, # (T, B, *dims) ε_1 … ε_T for η > 0; None: `deq_sample` draws them
+                    m:int|None=None):             # history length of anderson / broyden; None: the solver's default (5)
+    """Run `deq_sample` and keep f(z) of every round: returns (snapshots (rounds, T, B, *dims), residuals list).
+    `snapshots[k][i]` is state x_i after round k + 1 (0-based k), in x_T's dtype; the list holds one residual per round."""
     if init not in INITS: raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if solver != "auto": get_solver(solver)                              # raises on an unknown name
     sched = DDIMSchedule.make(T, skip=skip, eta=eta)
@@ -67,10 +81,15 @@ def state_indices(T:int, every:int=1) -> list[int]:
     return idx
 
 def to_unit(x:torch.Tensor) -> np.ndarray:
-    "Images in [-1, 1] -> float array in [0, 1] (clipped)."
+    """Images in [-1, 1] -> float array in [0, 1] (clipped). `x`: a tensor of any shape and floating dtype, on any device;
+    the result is a float64 NumPy array of the same shape, (x + 1) / 2 after clipping `x` to [-1, 1]."""
     return ((x.detach().cpu().double().clamp(-1, 1) + 1) / 2).numpy()
 
-def latent_grid(snapshot:torch.Tensor, every:int=1, x_T:torch.Tensor|None=None, pad:int=1) -> np.ndarray:
+def latent_grid(snapshot:torch.Tensor,          # (T, B, C, H, W): states x_0 … x_{T-1} of B images in [-1, 1]
+                every:int=1,                    # show every `every`-th state from x_{T-1}; x_0 is always shown
+                x_T:torch.Tensor|None=None,     # (B, C, H, W) the noise, shown as the first column; None: not shown
+                pad:int=1,                      # width in pixels of the white lines between images
+               ) -> np.ndarray:                 # (rows, cols) for C = 1, else (rows, cols, C); values in [0, 1]
     "A (T, B, C, H, W) snapshot as one image: rows = batch, columns = x_T (if given), x_{T-1}, …, x_0 every `every`."
     if snapshot.ndim != 5: raise ValueError(f"snapshot must have shape (T, B, C, H, W), got {tuple(snapshot.shape)}")
     T, B, C, H, W = snapshot.shape
@@ -89,7 +108,12 @@ def pick_rounds(n:int, k:int=4) -> list[int]:
     if n < 1: raise ValueError(f"n must be >= 1, got {n}")
     return sorted(set(np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist()))
 
-def plot_residuals(residuals, ax=None, mark:int|None=None, tol:float|None=None, label:str|None=None):
+def plot_residuals(residuals,                  # one relative residual per round (floats), e.g. `DEQInfo.residuals`
+                   ax=None,                    # matplotlib Axes to draw into; None: the current Axes (`plt.gca()`)
+                   mark:int|None=None,         # 0-based index of a round to circle in red; None: no circle
+                   tol:float|None=None,        # draws a dashed grey horizontal line at this residual; None: no line
+                   label:str|None=None,        # legend label of the curve; None: no label
+                  ):                           # the Axes drawn into
     "The relative residual per round on a log scale; `mark` highlights one round."
     ax = ax or plt.gca()
     r = np.maximum(np.asarray(residuals, dtype=float), 1e-300)
@@ -99,8 +123,14 @@ def plot_residuals(residuals, ax=None, mark:int|None=None, tol:float|None=None, 
     ax.set_xlabel("round k"); ax.set_ylabel("relative residual")
     return ax
 
-def plot_solver_snapshots(snapshots:torch.Tensor, residuals, every:int=4, x_T:torch.Tensor|None=None,
-                          rounds=None, b:int=0, title:str=""):
+def plot_solver_snapshots(snapshots:torch.Tensor,      # (rounds, T, B, C, H, W) from `solve_snapshots`, images in [-1, 1]
+                          residuals,                   # one relative residual per round, plotted below the images
+                          every:int=4,                 # show every `every`-th state from x_{T-1}; x_0 is always shown
+                          x_T:torch.Tensor|None=None,  # (B, C, H, W) the noise, shown as the first column; None: not shown
+                          rounds=None,                 # 0-based round indices, one row each; None: `pick_rounds` (up to 4)
+                          b:int=0,                     # which image of the batch to show
+                          title:str="",                # title over the images; "": one naming `every`
+                         ):                            # the matplotlib Figure
     "Static figure: for some rounds, image `b`'s states x_T … x_0 (every `every`-th), and the residual curve."
     rounds = pick_rounds(len(snapshots)) if rounds is None else list(rounds)
     fig, axs = plt.subplots(len(rounds) + 1, 1, figsize=(7, 1.1 * len(rounds) + 2.2),
@@ -116,25 +146,37 @@ def plot_solver_snapshots(snapshots:torch.Tensor, residuals, every:int=4, x_T:to
 
 # %% ../nbs/10_widgets.ipynb #cb895faf
 def array_png(img:np.ndarray, scale:int=6) -> bytes:
-    "A [0, 1] grey (H, W) or RGB (H, W, 3) array as PNG bytes, nearest-neighbour upscaled by `scale`."
+    """A [0, 1] grey (H, W) or RGB (H, W, 3) array as PNG bytes, nearest-neighbour upscaled by `scale`. `img` is clipped
+    to [0, 1]; `scale` (an int >= 1) turns every pixel into a `scale` x `scale` block."""
     img = np.clip(np.asarray(img, dtype=float), 0, 1).repeat(scale, 0).repeat(scale, 1)
     buf = io.BytesIO()
     matplotlib.image.imsave(buf, img, cmap="gray", vmin=0, vmax=1, format="png")
     return buf.getvalue()
 
 def fig_png(fig) -> bytes:
-    "A matplotlib figure as PNG bytes (the figure is closed)."
+    "A matplotlib figure as PNG bytes (the figure is closed). `fig`: the matplotlib Figure, saved at 80 dpi."
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80); plt.close(fig)
     return buf.getvalue()
 
 def rel_err(a:torch.Tensor, b:torch.Tensor) -> float:
+    """The relative error ‖`a` − `b`‖ / ‖`b`‖ as a float: `a` is compared with the reference `b`, a tensor of
+    the same shape; ‖·‖ is the Euclidean norm over all entries."""
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
 
 SOLVER_CHOICES = ("auto", "anderson", "picard", "broyden")
 
-def solver_explorer(model=None, x_T:torch.Tensor|None=None, *, T:int=20, skip:str="uniform", init:str="x_T",
-                    solver:str="auto", max_iter:int=30, every:int=2, batch:int=3):
-    "ipywidgets panel over `solve_snapshots` and `latent_grid`. Returns the panel (a VBox); `.state` holds the data."
+def solver_explorer(model=None,                  # an image model eps_model(x, t) -> eps; None: `default_model()`
+                    x_T:torch.Tensor|None=None,   # (B, C, H, W) the noise; None: `default_noise(model, batch)`
+                    *, T:int=20,                  # first value of the T drop-down: 5, 10, 20, 50 or 100
+                    skip:str="uniform",           # first value of the timesteps drop-down: "uniform" or "quad"
+                    init:str="x_T",               # first value of the init drop-down: "x_T" or "zeros"
+                    solver:str="auto",            # first value of the solver drop-down, one of SOLVER_CHOICES
+                    max_iter:int=30,              # first value of the max rounds slider (1 … 120)
+                    every:int=2,                  # first value of the every slider: show every `every`-th state
+                    batch:int=3):                 # number of images of the default noise (used when x_T is None)
+    """ipywidgets panel over `solve_snapshots` and `latent_grid`. Returns the panel (a VBox); `.state` holds the data.
+    Every change of T, timesteps, init, solver or max rounds solves again (tol 1e-6); `.state` holds the snapshots
+    `snaps`, the residuals `res` and the sequential DDIM x_0 `ref`, and `.controls` the widgets by name."""
     import ipywidgets as W
     model = default_model() if model is None else model
     x_T = default_noise(model, batch) if x_T is None else x_T
@@ -179,12 +221,14 @@ def solver_explorer(model=None, x_T:torch.Tensor|None=None, *, T:int=20, skip:st
 @dataclass
 class Frame:
     "One precomputed frame of a kernel-free explorer: images (data: URIs of pictures without text) and a readout."
-    images: list
-    readout: str
+    images: list    # data: URIs (str, e.g. from `png_uri`) of the pictures, shown side by side
+    readout: str    # the line of plain text shown under the pictures
 
 class StaticExplorer:
     "HTML that shows itself in Jupyter and on a static page (`_repr_html_`); `frames` holds what each frame shows."
-    def __init__(self, html_text:str, frames:dict):
+    def __init__(self,
+                 html_text:str,  # the explorer's HTML (e.g. from `explorer_html` or `explorer_group`), shown as it is
+                 frames:dict):   # configuration name -> list of its `Frame`s, kept for inspection (`repr` counts them)
         self.html, self.frames = html_text, frames
     def _repr_html_(self): return self.html
     def __repr__(self):
@@ -192,7 +236,8 @@ class StaticExplorer:
                 f"{sum(len(f) for f in self.frames.values())} frames)")
 
 def png_uri(img:np.ndarray) -> str:
-    "A [0, 1] grey (H, W) array as a data: URI of an 8-bit grey PNG at one pixel per pixel (the page enlarges it)."
+    """A [0, 1] grey (H, W) array as a data: URI of an 8-bit grey PNG at one pixel per pixel (the page enlarges it).
+    `img`: a 2-D array such as `latent_grid` returns for grey images; values outside [0, 1] are clipped."""
     from PIL import Image
     buf = io.BytesIO()
     Image.fromarray((np.clip(np.asarray(img, dtype=float), 0, 1) * 255).round().astype(np.uint8), mode="L").save(buf, "PNG")
@@ -201,9 +246,17 @@ def png_uri(img:np.ndarray) -> str:
 def _frame_attr(i:int, shown:int) -> str:
     return f'data-frame="{i}"' + ("" if i == shown else ' style="display:none"')
 
-def curve_svg(ys, xs=None, *, shown:int|None=None, xlabel:str="round k", ylabel:str="relative residual",
-              width:int=380, height:int=220, tol:float|None=None) -> str:
-    "A small log-scale line chart as SVG text (12 px labels), with one marker per point of which only `shown` is visible."
+def curve_svg(ys,                            # y of every point (log scale; values below 1e-300 are drawn at 1e-300)
+              xs=None,                       # x of every point (linear scale); None: 1, 2, …, len(ys)
+              *, shown:int|None=None,        # 0-based index of the point whose red marker shows at first; None: the last
+              xlabel:str="round k",          # label of the x axis
+              ylabel:str="relative residual",  # label of the y axis
+              width:int=380,                 # width of the chart in pixels (it shrinks to fit a narrow page)
+              height:int=220,                # height of the chart in pixels
+              tol:float|None=None,           # draws a dashed horizontal line at this y when it lies in the range; None: none
+             ) -> str:
+    """A small log-scale line chart as SVG text (12 px labels), with one marker per point of which only `shown` is visible.
+    Marker i carries `data-frame="i"`, so the slider of the explorer that holds the chart shows the marker of its frame."""
     ys = np.maximum(np.asarray(ys, dtype=float), 1e-300)
     xs = np.arange(1, len(ys) + 1) if xs is None else np.asarray(xs, dtype=float)
     shown = len(ys) - 1 if shown is None else shown
@@ -243,8 +296,15 @@ _ON_INPUT = ("var k=this.value,e=this.closest('.deq-explorer');e.querySelectorAl
 _ON_CHANGE = ("var v=this.value,g=this.closest('.deq-explorer-group');g.querySelectorAll('.deq-explorer').forEach("
               "function(e){e.style.display=e.getAttribute('data-config')===v?'':'none'})")
 
-def explorer_html(frames:list, *, label:str, shown:int|None=None, figure:str="", width:int=400, config:str="",
-                  visible:bool=True, alt:str="") -> str:
+def explorer_html(frames:list,                # `Frame`s, one per slider position; must not be empty
+                  *, label:str,               # text before the slider, also its accessible name
+                  shown:int|None=None,        # 0-based index of the frame shown at first; None: the last
+                  figure:str="",              # HTML below, e.g. `curve_svg`; its data-frame parts follow the slider
+                  width:int=400,              # width in pixels of a frame's pictures together, shared equally among them
+                  config:str="",              # the `explorer_group` option that shows this explorer
+                  visible:bool=True,          # False: hidden at first (the explorers of a group other than the chosen one)
+                  alt:str="",                 # alternative text of every picture
+                 ) -> str:
     "One kernel-free explorer: a range slider over `frames` (images side by side, then the readout) and `figure`."
     n = len(frames)
     if n == 0: raise ValueError("frames is empty")
@@ -264,8 +324,11 @@ def explorer_html(frames:list, *, label:str, shown:int|None=None, figure:str="",
     if figure: out.append(f'<div>{figure}</div>')
     return "".join(out) + "</div>"
 
-def explorer_group(explorers:dict, *, label:str, value:str) -> str:
-    "Several explorers behind a drop-down: only the chosen one shows."
+def explorer_group(explorers:dict,     # option -> that explorer's HTML (`explorer_html` with `config=` the option)
+                   *, label:str,       # text before the drop-down, also its accessible name
+                   value:str,          # the option selected at first: the explorer made with `visible=True`
+                  ) -> str:
+    "Several explorers behind a drop-down: only the chosen one shows. The options keep the order of `explorers`."
     opts = "".join(f'<option value="{html.escape(k)}"{" selected" if k == value else ""}>{html.escape(k)}</option>'
                    for k in explorers)
     body = "".join(explorers.values())
@@ -273,9 +336,19 @@ def explorer_group(explorers:dict, *, label:str, value:str) -> str:
             f'onchange="{html.escape(_ON_CHANGE)}">{opts}</select></label>{body}</div>')
 
 # %% ../nbs/10_widgets.ipynb #d1e2f3a4
-def solver_frames(model, x_T:torch.Tensor, *, T:int=20, solver:str="auto", init:str="x_T", every:int=2,
-                  max_iter:int|None=None, tol:float=1e-6, skip:str="uniform", b:int=0) -> tuple[list, list]:
-    "Every round of one solve of the batch `x_T` as a `Frame` (image `b`'s states, the readout); returns (frames, residuals)."
+def solver_frames(model,                      # an image model eps_model(x, t) -> eps
+                  x_T:torch.Tensor,           # (B, C, H, W) the noise, float32 or float64
+                  *, T:int=20,                # number of sampling steps
+                  solver:str="auto",          # "auto" (chain_newton), "anderson", "picard" or "broyden"
+                  init:str="x_T",             # starting trajectory: "x_T" or "zeros"
+                  every:int=2,                # show every `every`-th state from x_{T-1}; x_0 is always shown
+                  max_iter:int|None=None,     # most rounds; None: `deq_sample`'s round budget
+                  tol:float=1e-6,             # stop when every state has a relative residual below tol
+                  skip:str="uniform",         # timestep subsequence, one of SKIPS
+                  b:int=0,                    # which image of the batch the frames show
+                 ) -> tuple[list, list]:      # (one `Frame` per round, one relative residual per round)
+    """Every round of one solve of the batch `x_T` as a `Frame` (image `b`'s states, the readout); returns (frames, residuals).
+    The readout gives the round's residual and the distance of its x_0 to sequential DDIM (η = 0)."""
     snaps, res = solve_snapshots(model, x_T, T, skip, init, solver, max_iter, tol=tol)
     ref = ddim_sample(model, x_T, DDIMSchedule.make(T, skip=skip))
     frames = [Frame([png_uri(latent_grid(snaps[k][:, b:b + 1], every, x_T[b:b + 1]))],
@@ -283,9 +356,18 @@ def solver_frames(model, x_T:torch.Tensor, *, T:int=20, solver:str="auto", init:
                     f"x_0 vs sequential DDIM {rel_err(snaps[k][0], ref):.1e}") for k in range(len(res))]
     return frames, res
 
-def static_solver_explorer(model=None, x_T:torch.Tensor|None=None, *, T:int=20, solvers=("auto", "anderson", "picard"),
-                           init:str="x_T", every:int=2, tol:float=1e-6, batch:int=3) -> StaticExplorer:
-    "The solver explorer without a kernel: a solver drop-down and a round slider over precomputed frames."
+def static_solver_explorer(model=None,                  # an image model eps_model(x, t) -> eps; None: `default_model()`
+                           x_T:torch.Tensor|None=None,   # (B, C, H, W) the noise; None: `default_noise(model, batch)`
+                           *, T:int=20,                  # number of sampling steps
+                           solvers=("auto", "anderson", "picard"),  # solver names (drop-down options; the first shows)
+                           init:str="x_T",               # starting trajectory: "x_T" or "zeros"
+                           every:int=2,                  # show every `every`-th state from x_{T-1}; x_0 is always shown
+                           tol:float=1e-6,               # stop when every state has a relative residual below tol
+                           batch:int=3,                  # number of images of the default noise (used when x_T is None)
+                          ) -> StaticExplorer:
+    """The solver explorer without a kernel: a solver drop-down and a round slider over precomputed frames.
+    The frames show the first image of `x_T`; "picard" gets T + 1 rounds at most, the other solvers
+    `deq_sample`'s round budget."""
     model = default_model() if model is None else model
     x_T = default_noise(model, batch) if x_T is None else x_T
     parts, frames = {}, {}
@@ -299,9 +381,17 @@ def static_solver_explorer(model=None, x_T:torch.Tensor|None=None, *, T:int=20, 
     return StaticExplorer(explorer_group(parts, label="solver", value=solvers[0]), frames)
 
 # %% ../nbs/10_widgets.ipynb #2a79310d
-def eta_samples(model, x_T:torch.Tensor, etas=(0.0, 0.2, 0.5, 1.0), *, T:int=20, skip:str="uniform",
-                noise_seed:int=1, solver:str="anderson", max_iter:int=50, tol:float=1e-6):
-    "DEQ-sDDIM x_0 for each η from the same x_T and noises: returns (deq (len(etas), B, *dims), sequential, infos)."
+def eta_samples(model,                        # callable eps_model(x, t) -> eps
+                x_T:torch.Tensor,             # (B, *dims) the noise, float32 or float64
+                etas=(0.0, 0.2, 0.5, 1.0),    # the η values, each >= 0
+                *, T:int=20,                  # number of sampling steps
+                skip:str="uniform",           # timestep subsequence, one of SKIPS
+                noise_seed:int=1,             # seed of ε_1 … ε_T, drawn once for every η and both samplers
+                solver:str="anderson",        # the `deq_sample` solver
+                max_iter:int=50,              # most rounds per solve
+                tol:float=1e-6):              # stop when every state has a relative residual below tol
+    """DEQ-sDDIM x_0 for each η from the same x_T and noises: returns (deq (len(etas), B, *dims), sequential, infos).
+    `sequential` is `ddim_sample`'s x_0 with the same noises, (len(etas), B, *dims); `infos` one `DEQInfo` per η."""
     etas = [float(e) for e in etas]
     if any(e < 0 for e in etas): raise ValueError(f"every eta must be >= 0, got {etas}")
     noise = draw_noise(DDIMSchedule.make(T, skip=skip), x_T, torch.Generator().manual_seed(noise_seed))
@@ -312,7 +402,10 @@ def eta_samples(model, x_T:torch.Tensor, etas=(0.0, 0.2, 0.5, 1.0), *, T:int=20,
         deq.append(x0); seq.append(ddim_sample(model, x_T, s, noise)); infos.append(info)
     return torch.stack(deq), torch.stack(seq), infos
 
-def plot_eta_samples(samples:torch.Tensor, etas, title:str=""):
+def plot_eta_samples(samples:torch.Tensor,  # (E, B, C, H, W) images in [-1, 1], e.g. the first result of `eta_samples`
+                     etas,                  # the E values of η, one per column (its title)
+                     title:str="",          # title over the figure; "": none
+                    ):                      # the matplotlib Figure
     "Static figure: rows = images of the batch, columns = η."
     E, B = samples.shape[:2]
     fig, axs = plt.subplots(B, E, figsize=(1.1 * E, 1.1 * B + 0.4), squeeze=False)
@@ -326,8 +419,13 @@ def plot_eta_samples(samples:torch.Tensor, etas, title:str=""):
     return fig
 
 # %% ../nbs/10_widgets.ipynb #073a2e7e
-def eta_explorer(model=None, x_T:torch.Tensor|None=None, *, T:int=20, noise_seed:int=1, batch:int=3):
-    "ipywidgets panel: an η slider over `eta_samples` (same x_T, same noises), DEQ-sDDIM next to sequential sDDIM."
+def eta_explorer(model=None,                 # an image model eps_model(x, t) -> eps; None: `default_model()`
+                 x_T:torch.Tensor|None=None,  # (B, C, H, W) the noise; None: `default_noise(model, batch)`
+                 *, T:int=20,                 # number of sampling steps
+                 noise_seed:int=1,            # first value of the noise seed box (the seed of ε_1 … ε_T)
+                 batch:int=3):                # number of images of the default noise (used when x_T is None)
+    """ipywidgets panel: an η slider over `eta_samples` (same x_T, same noises), DEQ-sDDIM next to sequential sDDIM.
+    The slider runs from 0 to 1 in steps of 0.1; `.state` holds the last `deq`, `seq` and `info`, `.controls` the widgets."""
     import ipywidgets as W
     model = default_model() if model is None else model
     x_T = default_noise(model, batch) if x_T is None else x_T
@@ -349,9 +447,15 @@ def eta_explorer(model=None, x_T:torch.Tensor|None=None, *, T:int=20, noise_seed
     return panel
 
 # %% ../nbs/10_widgets.ipynb #c4d5e6f7
-def static_eta_explorer(model=None, x_T:torch.Tensor|None=None, *, etas=None, T:int=20, noise_seed:int=1,
-                        batch:int=3) -> StaticExplorer:
-    "The η explorer without a kernel: an η slider over precomputed frames (x_T, DEQ-sDDIM x_0, sequential x_0)."
+def static_eta_explorer(model=None,                 # an image model eps_model(x, t) -> eps; None: `default_model()`
+                        x_T:torch.Tensor|None=None,  # (B, C, H, W) the noise; None: `default_noise(model, batch)`
+                        *, etas=None,                # the η values, one frame each; None: 0.0, 0.1, …, 1.0
+                        T:int=20,                    # number of sampling steps
+                        noise_seed:int=1,            # seed of the noises ε_1 … ε_T, the same for every η
+                        batch:int=3,                 # number of images of the default noise (used when x_T is None)
+                       ) -> StaticExplorer:
+    """The η explorer without a kernel: an η slider over precomputed frames (x_T, DEQ-sDDIM x_0, sequential x_0).
+    The chart shows the relative distance of each η's DEQ-sDDIM x_0 to that of the first η."""
     model = default_model() if model is None else model
     x_T = default_noise(model, batch) if x_T is None else x_T
     etas = [round(0.1 * i, 1) for i in range(11)] if etas is None else [float(e) for e in etas]
@@ -370,18 +474,23 @@ def static_eta_explorer(model=None, x_T:torch.Tensor|None=None, *, etas=None, T:
 @dataclass
 class InversionRecord:
     "One epoch of an inversion run: the regenerated image x_0 (B, *dims) and the loss."
-    epoch: int
-    x_0: torch.Tensor
-    loss: float
+    epoch: int          # the epoch, counted from 0 as `invert` counts it
+    x_0: torch.Tensor   # (B, *dims) the sequential DDIM sample of that epoch's x_T
+    loss: float         # that epoch's Eq. (14) loss as `invert` computes it, summed over the batch
 
 def inversion_frame(records:list, epoch:int):
-    "The last record at or before `epoch` and the loss curve up to it: (record, epochs, losses)."
+    """The last record at or before `epoch` and the loss curve up to it: (record, epochs, losses). `records`: a non-empty
+    list of `InversionRecord`s in any order; when none is at or before `epoch`, the earliest record is used."""
     if not records: raise ValueError("records is empty: run an inversion first (see record_inversion)")
     recs = sorted(records, key=lambda r: r.epoch)
     upto = [r for r in recs if r.epoch <= epoch] or recs[:1]
     return upto[-1], [r.epoch for r in upto], [r.loss for r in upto]
 
-def plot_inversion(x_target:torch.Tensor, records:list, epoch:int|None=None, b:int=0):
+def plot_inversion(x_target:torch.Tensor,     # (B, C, H, W) the target images in [-1, 1]
+                   records:list,              # `InversionRecord`s, e.g. from `record_inversion`
+                   epoch:int|None=None,       # show the last record at or before this epoch; None: the last epoch recorded
+                   b:int=0,                   # which image of the batch to show
+                  ):                          # the matplotlib Figure
     "Static figure: target, regeneration at `epoch` (default: last) and the loss curve."
     epoch = max(r.epoch for r in records) if epoch is None else epoch
     rec, eps_, losses = inversion_frame(records, epoch)
@@ -394,8 +503,15 @@ def plot_inversion(x_target:torch.Tensor, records:list, epoch:int|None=None, b:i
     fig.tight_layout()
     return fig
 
-def record_inversion(eps_model, x_target:torch.Tensor, sched:DDIMSchedule, *, every:int=1, noise=None, **invert_kwargs):
-    "Run `deq_ddim_nb.inversion.invert`, keeping an `InversionRecord` every `every` epochs: returns (result, records)."
+def record_inversion(eps_model,                  # callable eps_model(x, t) -> eps
+                     x_target:torch.Tensor,      # (B, *dims) the images to invert, float32 or float64, in [-1, 1]
+                     sched:DDIMSchedule,         # the T-step schedule; η > 0 inverts with fixed noises
+                     *, every:int=1,             # keep a record at every epoch divisible by `every` (>= 1)
+                     noise=None,                 # (T, B, *dims) fixed noises for η > 0; None: drawn with seed 0
+                     **invert_kwargs):
+    """Run `deq_ddim_nb.inversion.invert`, keeping an `InversionRecord` every `every` epochs: returns (result, records).
+    `invert_kwargs`: the other keywords of `invert` (method, grad, lr, epochs, …), but not `callback`, which records.
+    `result` is `invert`'s `InversionResult`; each record's x_0 is regenerated from that epoch's x_T with `noise`."""
     from deq_ddim_nb.inversion import invert                               # the inversion notebook's module
     if every < 1: raise ValueError(f"every must be >= 1, got {every}")
     if noise is None and bool((sched.sigma != 0).any()):                 # η > 0: fix the noises so x_0 can be replayed
@@ -409,8 +525,10 @@ def record_inversion(eps_model, x_target:torch.Tensor, sched:DDIMSchedule, *, ev
     res = invert(eps_model, x_target, sched, noise=noise, callback=keep, **invert_kwargs)
     return res, records
 
-def inversion_viewer(x_target:torch.Tensor, records:list):
-    "ipywidgets panel: an epoch slider over `inversion_frame` (target, regeneration, loss curve)."
+def inversion_viewer(x_target:torch.Tensor,   # (B, C, H, W) the target images in [-1, 1]; the first one is shown
+                     records:list):           # a non-empty list of `InversionRecord`s, e.g. from `record_inversion`
+    """ipywidgets panel: an epoch slider over `inversion_frame` (target, regeneration, loss curve).
+    `.controls` holds the slider and the image."""
     import ipywidgets as W
     if not records: raise ValueError("records is empty: run an inversion first (see record_inversion)")
     epochs = sorted(r.epoch for r in records)
@@ -423,7 +541,10 @@ def inversion_viewer(x_target:torch.Tensor, records:list):
     return panel
 
 # %% ../nbs/10_widgets.ipynb #a8b9c0d1
-def static_inversion_viewer(x_target:torch.Tensor, records:list, b:int=0) -> StaticExplorer:
+def static_inversion_viewer(x_target:torch.Tensor,   # (B, C, H, W) the target images in [-1, 1]
+                            records:list,            # a non-empty list of `InversionRecord`s, e.g. from `record_inversion`
+                            b:int=0,                 # which image of the batch to show
+                           ) -> StaticExplorer:
     "The inversion viewer without a kernel: an epoch slider over the records (target, regeneration, loss curve)."
     if not records: raise ValueError("records is empty: run an inversion first (see record_inversion)")
     recs = sorted(records, key=lambda r: r.epoch)

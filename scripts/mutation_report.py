@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import re
 import sys
 from collections import Counter, defaultdict
-from difflib import unified_diff
 from pathlib import Path
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", None: "not checked", 34: "skipped",
@@ -43,18 +43,6 @@ def results(root: Path) -> dict:
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         out[module] = {k: STATUS.get(v, "suspicious") for k, v in codes.items()}
     return out
-
-
-def _functions(path: Path) -> dict:
-    "Each top-level (or class-level) function's source in a mutants file, by name."
-    src, funcs, name, buf = path.read_text().splitlines(), {}, None, []
-    for line in src + [""]:
-        m = re.match(r"(    )?def (\S+?)\(", line)
-        if m or (name and line and not line.startswith((" ", "\t", ")")) and not line.startswith("def ")):
-            if name: funcs[name] = "\n".join(buf).rstrip()
-            name, buf = (m.group(2), [line]) if m else (None, [])
-        elif name: buf.append(line)
-    return funcs
 
 
 def _in_message(node, parents) -> bool:
@@ -90,16 +78,11 @@ def message_only(source: str) -> tuple[set, dict]:
     return helpers, local
 
 
-def change(root: Path, module: str, mutant: str, cache: dict) -> tuple[list[str], list[str]]:
-    "(removed lines, added lines) of a mutant against its original function."
-    path = root / "mutants" / (module.replace(".", "/") + ".py")
-    if path not in cache: cache[path] = _functions(path)
-    fn = mutant[len(module) + 1:]
-    orig = re.sub(r"__mutmut_\d+$", "__mutmut_orig", fn)
-    a, b = cache[path].get(orig.split("ǁ")[-1], ""), cache[path].get(fn.split("ǁ")[-1], "")
-    a = a.split("\n", 1)[1] if "\n" in a else a                       # the def lines differ only by name
-    b = b.split("\n", 1)[1] if "\n" in b else b
-    diff = list(unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=0))
+def change(root: Path, module: str, mutant: str) -> tuple[list[str], list[str]]:
+    "(removed lines, added lines) of a mutant against its original function, from mutmut's own diff."
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+    with contextlib.chdir(root):
+        diff = get_diff_for_mutant(mutant, path=module.replace(".", "/") + ".py").splitlines()[2:]
     return ([l[1:].strip() for l in diff if l.startswith("-") and not l.startswith("---")],
             [l[1:].strip() for l in diff if l.startswith("+") and not l.startswith("+++")])
 
@@ -160,13 +143,13 @@ def main(argv=None) -> int:
     print(f"| all | {sum(total.values())} | {total['killed']} | {total['survived']} | {total['no tests']} | {total['timeout']} | "
           f"{total['not checked']} | {(total['killed'] + total['timeout']) / max(checked, 1):.1%} |")
     print("\nScore: (killed + timeout) / checked. A timeout counts as caught: the mutant made a run hang.\n")
-    cache, kinds = {}, defaultdict(list)
+    kinds = defaultdict(list)
     for module, by in res.items():
         src = args.root / (module.replace(".", "/") + ".py")
         messages = message_only(src.read_text()) if src.exists() else (set(), {})
         for name, status in by.items():
             if status not in ("survived", "no tests"): continue
-            removed, added = change(args.root, module, name, cache)
+            removed, added = change(args.root, module, name)
             function = re.sub(r"__mutmut_\d+$", "", name[len(module) + 1:]).split("ǁ")[-1]
             function = function[2:] if function.startswith("x_") and "ǁ" not in name else function
             kinds[kind(removed, added, function, messages)].append((name, status, removed, added))

@@ -518,22 +518,6 @@ def test_lesson_exercises_fail_a_wrong_answer_and_pass_the_reference(stem):
                 exec(check, {n: ns[n] for n in e.answers})    # the wrong answer fails with an AssertionError
 
 
-def test_every_public_function_documents_each_argument():
-    "Docstrings in nbdev's docments style: every argument of every public function and class has its comment."
-    import inspect
-    from fastcore.docments import docments
-    import deq_ddim_nb.deq as mod
-    missing = []
-    for name in mod.__all__:
-        obj = getattr(mod, name)
-        if not (inspect.isfunction(obj) or inspect.isclass(obj)): continue
-        assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
-        if inspect.isclass(obj): continue                      # dataclasses: their fields are commented where declared
-        var_kw = {p.name for p in inspect.signature(obj).parameters.values() if p.kind is p.VAR_KEYWORD}   # docments skips **kw
-        missing += [f"{name}({k})" for k, v in docments(obj, full=False).items() if k != "return" and k not in var_kw and not v]
-    assert not missing, missing
-
-
 def test_round_budget_defaults_to_one_ddim_image_and_names_callables():
     import functools
     from deq_ddim_nb.deq import round_budget

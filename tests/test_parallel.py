@@ -266,27 +266,6 @@ def test_parallel_does_not_import_the_benchmark():
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-def _public(module):
-    return [getattr(module, n) for n in module.__all__ if inspect.isfunction(getattr(module, n)) or inspect.isclass(getattr(module, n))]
-
-
-@pytest.mark.parametrize("modname", ["deq_ddim_nb.parallel", "deq_ddim_nb.distributed"])
-def test_every_public_function_documents_each_argument(modname):
-    from fastcore.docments import docments
-    import importlib
-    mod = importlib.import_module(modname)
-    missing = []
-    for obj in _public(mod):
-        if obj.__module__ != modname: continue
-        assert (obj.__doc__ or "").strip(), f"{obj.__name__} has no docstring"
-        f = obj.__init__ if inspect.isclass(obj) else obj
-        if inspect.isclass(obj) and f is object.__init__: continue
-        docs = docments(f, full=False)
-        missing += [f"{obj.__name__}({k})" for k, v in docs.items() if k not in ("self", "kw", "sampler_kwargs", "return") and not v]
-    allowed = set()
-    assert not set(missing) - allowed, sorted(set(missing) - allowed)
-
-
 def test_sample_images_never_replaces_rank_files_unasked(digits_model, tmp_path):
     s = DDIMSchedule.make(5)
     a = sample_images(digits_model, s, 3, sampler="ddim", dtype=torch.float64, out_dir=tmp_path)

@@ -286,22 +286,6 @@ def test_lesson_exercises_fail_a_wrong_answer_and_pass_the_reference():
                 exec(check, {n: ns[n] for n in e.answers})     # the wrong answer fails with an AssertionError
 
 
-def test_every_public_function_documents_each_argument():
-    "Docstrings in nbdev's docments style: every argument of every public function and class has its comment."
-    import inspect
-    from fastcore.docments import docments
-    import deq_ddim_nb.solvers as mod
-    missing = []
-    for name in mod.__all__:
-        obj = getattr(mod, name)
-        if not (inspect.isfunction(obj) or inspect.isclass(obj)): continue
-        assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
-        if inspect.isclass(obj): continue                      # dataclasses: their fields are commented where declared
-        var_kw = {p.name for p in inspect.signature(obj).parameters.values() if p.kind is p.VAR_KEYWORD}   # docments skips **kw
-        missing += [f"{name}({k})" for k, v in docments(obj, full=False).items() if k != "return" and k not in var_kw and not v]
-    assert not missing, missing
-
-
 def test_a_history_longer_than_the_run_allocates_only_what_the_run_uses():
     "m = 10**12 (or Broyden's full memory with max_iter = 10**12) must run, and m >= max_iter equals m = max_iter."
     f, z0 = (lambda z: 0.5 * z + 1.0), torch.zeros(5, 1, 3, dtype=torch.float64)
@@ -458,3 +442,82 @@ def test_chain_slopes_are_the_derivative_of_a_step_when_x0_is_held_fixed(eta):
         (d,) = torch.autograd.grad(out.sum(), x)
         assert abs(float(d) - float(slope[j])) < 1e-12, (j, float(d), float(slope[j]))
         assert abs(float(ratio[j]) - float((s.abar_prev[j] / s.abar[j]).sqrt())) < 1e-15
+
+
+# ---- what a call that leaves options out gets, and what the trace records ---------------------------------------------
+def _explicit_defaults(fn, skip=()):
+    "Every keyword-only option of `fn` at the default its signature documents."
+    import inspect
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and k not in skip}
+
+
+def _slow_linear(D=40, rho=0.97, seed=0):
+    "z ↦ A z + b with a symmetric A of spectrum spread over [-rho, rho]: Picard needs hundreds of rounds, Anderson dozens."
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(D, D, dtype=torch.float64, generator=g))
+    A = Q @ torch.diag(torch.linspace(-rho, rho, D, dtype=torch.float64)) @ Q.T
+    b = torch.randn(D, dtype=torch.float64, generator=g)
+    return (lambda z: z @ A.T + b), torch.zeros(2, D, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name, extra", [("picard", {}), ("anderson", {}), ("anderson", {"restart": 1.0}),
+                                         ("broyden", {}), ("broyden", {"m": 3})])
+def test_leaving_an_option_out_gives_the_default_its_signature_documents(name, extra):
+    solve = get_solver(name)
+    f, z0 = _slow_linear()
+    za, sa = solve(f, z0, sample_dim=0, **extra)
+    zb, sb = solve(f, z0, sample_dim=0, **{**_explicit_defaults(solve, skip=("sample_dim",)), **extra})
+    assert sa.nfe > 8                                   # long enough for the history length and the restarts to matter
+    assert torch.equal(za, zb) and sa.residuals == sb.residuals
+
+
+def test_chain_newton_defaults_and_its_clip():
+    "A linear chain x_i = 3 r_i x_{i+1} + c (r_i = 0.3): its slope 3 r_i is above the default clip 2 r_i, so clip matters."
+    T, r = 30, torch.full((30,), 0.3, dtype=torch.float64)
+    c = torch.linspace(-1, 1, 3, dtype=torch.float64)
+    x_T = torch.ones(2, 3, dtype=torch.float64)
+    f = lambda xs: 3 * r[:, None, None] * torch.cat([xs[1:], x_T[None]]) + c
+    z0 = x_T.expand(T, 2, 3).clone()
+    za, sa = chain_newton(f, z0, ratio=r, sample_dim=(0, 1))
+    zb, sb = chain_newton(f, z0, ratio=r, sample_dim=(0, 1), **_explicit_defaults(chain_newton, skip=("ratio", "sample_dim")))
+    zc, sc = chain_newton(f, z0, ratio=r, sample_dim=(0, 1), clip=3.0)
+    assert torch.equal(za, zb) and sa.residuals == sb.residuals
+    assert sc.nfe < sa.nfe                              # the unclipped exact slope solves the linear chain sooner
+
+
+@pytest.mark.parametrize("name", ["picard", "anderson", "broyden", "chain_newton"])
+def test_callback_sees_every_round_in_order_with_its_residual(name):
+    f, z0 = _slow_linear(D=6, rho=0.5)
+    z0 = z0[:, None]                                    # (T=2, B=1, D) for chain_newton's states-first layout
+    kw = dict(ratio=torch.full((2,), 0.5, dtype=torch.float64)) if name == "chain_newton" else {}
+    seen = []
+    _, st = get_solver(name)(f, z0, tol=1e-8, sample_dim=(0, 1),
+                             callback=lambda k, z, fz, res: seen.append((k, res, torch.equal(fz, f(z)))), **kw)
+    assert [k for k, _, _ in seen] == list(range(st.nfe)) and st.nfe >= 2
+    assert [res for _, res, _ in seen] == st.residuals and all(ok for _, _, ok in seen)
+
+
+def test_stop_mode_abs_records_the_absolute_residual_and_stops_strictly_below_tol():
+    "f ≡ 0.5 from z0 = 0: the first residual is exactly 0.5 = tol, which is not below it; the second is 0."
+    f, z0 = (lambda z: torch.full_like(z, 0.5)), torch.zeros(1, 1, dtype=torch.float64)
+    _, st = picard(f, z0, tol=0.5, stop_mode="abs")
+    assert st.residuals == st.abs_residuals == [0.5, 0.0] and st.nfe == 2 and st.converged
+    _, st = picard(f, z0, tol=0.5)                      # rel: 0.5 / (1e-5 + 0.5), then 0
+    assert st.residuals == st.rel_residuals and st.residuals[0] == pytest.approx(0.5 / (1e-5 + 0.5), rel=1e-12)
+
+
+def test_diverged_only_when_the_run_ends_above_where_it_started():
+    _, st = picard(lambda z: 0.5 * z + 1, torch.zeros(1, 3, dtype=torch.float64), max_iter=3, tol=1e-12)
+    assert not st.converged and not st.diverged          # unconverged but shrinking
+    _, st = picard(lambda z: z + 1, torch.zeros(1, 3, dtype=torch.float64), max_iter=3, tol=1e-12)
+    assert not st.converged and not st.diverged          # a constant residual is not above where it started
+    _, st = picard(lambda z: 2 * z + 1, torch.zeros(1, 3, dtype=torch.float64), max_iter=3, tol=1e-12)
+    assert st.diverged
+
+
+def test_solver_stats_repr_shows_the_last_residual():
+    _, st = picard(lambda z: 0.5 * z + 1, torch.zeros(1, 3, dtype=torch.float64), max_iter=3, tol=1e-12)
+    assert f"{st.residuals[-1]:.2e}" in repr(st) and f"{st.residuals[0]:.2e}" not in repr(st)
+    from deq_ddim_nb.solvers import SolverStats
+    assert "-" in repr(SolverStats("picard", "rel", 1e-3))

@@ -165,20 +165,6 @@ def test_wrap_model_bad_arguments_name_the_parameter(kw, exc, msg):
         wrap_model(TinyEps(), **kw)
 
 
-def test_every_public_function_documents_each_argument():
-    import inspect
-    from fastcore.docments import docments
-    missing = []
-    for name in wrappers.__all__:
-        obj = getattr(wrappers, name)
-        if not (inspect.isfunction(obj) or inspect.isclass(obj)): continue
-        assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
-        f = obj.__init__ if inspect.isclass(obj) else obj
-        if f is object.__init__: continue
-        missing += [f"{name}({k})" for k, v in docments(f, full=False).items() if k not in ("self", "return") and not v]
-    assert not missing, missing
-
-
 @pytest.mark.parametrize("bad", ["x", 3, torch.int64, torch.float16])
 def test_wrap_model_names_a_state_dtype_that_is_not_a_state_dtype(bad):
     with pytest.raises(TypeError, match="state_dtype must be one of"): wrappers.wrap_model(lambda x, t: x, state_dtype=bad)
