@@ -1,4 +1,5 @@
 import json
+import math
 import re
 import warnings
 from pathlib import Path
@@ -555,3 +556,63 @@ def test_deq_sample_draws_its_noises_from_the_generator_and_budgets_by_eta():
         warnings.simplefilter("ignore")
         _, info = deq_sample(model, x_T, d, tol=1e-30)                            # runs its whole budget
     assert info.max_iter == round_budget(100, 1, 0.0)[1] == info.rounds
+
+
+# ---- the checks it makes by default, the budget of a deterministic chain, what DEQInfo records -------------------------
+def test_deq_eps_deq_map_and_deq_sample_check_the_model_by_default_and_skip_it_when_asked(digits_model):
+    s, x_T = DDIMSchedule.make(4), randn(1, 1, 8, 8, seed=3)
+    nan_model = lambda x, t: torch.full_like(x, math.nan)
+    xs = x_T.expand(4, *x_T.shape).clone()
+    from deq_ddim_nb.deq import deq_eps
+    for call in (lambda **kw: deq_eps(nan_model, xs, x_T, s, **kw), lambda **kw: deq_map(nan_model, xs, x_T, s, **kw),
+                 lambda **kw: deq_sample(nan_model, x_T, s, max_iter=2, **kw)[0]):
+        with pytest.raises(ValueError, match="eps_model"): call()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert torch.isnan(call(check=False)).all()
+
+
+def test_init_trajectory_starts_every_state_at_x_T_by_default():
+    from deq_ddim_nb.deq import init_trajectory
+    x_T = randn(2, 3, seed=4)
+    z = init_trajectory(x_T, 5)
+    assert z.shape == (5, 2, 3) and torch.equal(z, x_T.expand(5, 2, 3)) and z.dtype == x_T.dtype
+    assert torch.equal(init_trajectory(x_T, 5, "zeros"), torch.zeros(5, 2, 3, dtype=x_T.dtype))
+
+
+def test_deq_sample_is_quiet_unless_asked_for_a_progress_bar(digits_model, capsys):
+    s, x_T = DDIMSchedule.make(5), randn(1, 1, 8, 8, seed=5)
+    deq_sample(digits_model, x_T, s)
+    assert capsys.readouterr().err == ""
+    deq_sample(digits_model, x_T, s, progress=True)
+    assert "DEQ (chain_newton)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kw, msg", [(dict(tol=0), "tol"), (dict(tol=-1e-3), "tol"), (dict(max_iter=0), "max_iter")])
+def test_deq_sample_refuses_a_tolerance_or_budget_that_is_not_positive(digits_model, kw, msg):
+    with pytest.raises(ValueError, match=f"^{msg}"):
+        deq_sample(digits_model, randn(1, 1, 8, 8, seed=6), DDIMSchedule.make(5), **kw)
+
+
+def test_a_deterministic_chain_draws_no_noise_and_gets_the_deterministic_budget(digits_model):
+    "η = 0 (every σ = 0) leaves the generator untouched; so does η > 0 with T = 1, whose only σ is 0."
+    x_T = randn(1, 1, 8, 8, seed=7)
+    for s in (DDIMSchedule.make(8), DDIMSchedule.make(1, eta=0.5)):
+        assert not bool((s.sigma != 0).any())
+        g = torch.Generator().manual_seed(0); state = g.get_state()
+        _, info = deq_sample(digits_model, x_T, s, solver="anderson", generator=g)
+        assert torch.equal(g.get_state(), state)
+        assert info.max_iter == round_budget(len(s), 1, 0.0, "anderson")[1]
+
+
+def test_deq_info_keeps_the_solver_stats_and_the_duration_of_the_solve(digits_model):
+    import time
+    from deq_ddim_nb.solvers import SolverStats
+    s, x_T = DDIMSchedule.make(6), randn(2, 1, 8, 8, seed=8)
+    t0 = time.perf_counter()
+    _, info = deq_sample(digits_model, x_T, s)
+    elapsed = time.perf_counter() - t0
+    assert isinstance(info.stats, SolverStats) and info.stats.nfe == info.rounds and info.stats.residuals == info.residuals
+    assert 0 < info.seconds <= elapsed
+    r = repr(info)
+    assert f"rounds={info.rounds}/{info.max_iter}" in r and f"final residual={info.residuals[-1]:.2e}" in r
