@@ -546,3 +546,64 @@ def test_a_random_start_without_a_seed_draws_from_the_global_generator_on_the_cp
     torch.manual_seed(11); a = invert(gm, target, DDIMSchedule.make(6), epochs=1, init="random", progress=False)
     torch.manual_seed(11); b = invert(gm, target, DDIMSchedule.make(6), epochs=1, init="random", progress=False)
     assert torch.equal(a.x_T, b.x_T) and a.x_T.device.type == "cpu"
+
+
+# ---- options reach the solve: tau and k, warm starts, stop_loss, max_batch; the ODE result ---------------------------
+def _small_inversion(gm, **kw):
+    s = DDIMSchedule.make(8)
+    target = gm.sample(2, generator=torch.Generator().manual_seed(31))
+    base = dict(lr=0.05, epochs=4, seed=0, init="random", progress=False)
+    return invert(gm, target, s, **{**base, **kw})
+
+
+def test_invert_passes_tau_and_k_to_the_phantom_gradient(gm):
+    "Adam rescales the gradient, so τ moves the losses only slightly; but a τ or k that is dropped moves nothing."
+    a, b, c = _small_inversion(gm), _small_inversion(gm, tau=1.0), _small_inversion(gm, k=3)
+    assert a.losses != b.losses and a.losses != c.losses and a.losses == _small_inversion(gm, tau=0.1, k=1).losses
+
+
+def test_invert_warm_starts_each_solve_from_the_previous_trajectory(gm, monkeypatch):
+    seen, orig = [], inv.deq_sample
+    def spy(*a, **kw): seen.append(kw.get("init")); return orig(*a, **kw)
+    monkeypatch.setattr(inv, "deq_sample", spy)
+    _small_inversion(gm)
+    assert seen[0] == "x_T" and len(seen) == 4 and all(torch.is_tensor(z) and z.shape == (8, 2, 2) for z in seen[1:])
+    seen.clear(); _small_inversion(gm, warm_start=False)
+    assert seen == ["x_T"] * 4
+
+
+def test_invert_stops_once_every_loss_is_at_most_stop_loss(gm):
+    full = _small_inversion(gm, epochs=5)
+    at = float(full.image_losses[1].max())                            # epoch 1's worst image, exactly
+    r = _small_inversion(gm, epochs=5, stop_loss=at)
+    assert len(r.losses) == 2 and r.stopped_early
+
+
+@pytest.mark.parametrize("kw, exc, msg", [(dict(max_batch=0), ValueError, "max_batch"),
+                                         (dict(progress="yes"), TypeError, "progress")])
+def test_invert_names_a_bad_max_batch_or_progress(gm, kw, exc, msg):
+    with pytest.raises(exc, match=f"^{msg}"): _small_inversion(gm, **kw)
+
+
+def test_invert_accepts_max_batch_1_and_gives_the_same_result(gm):
+    a, b = _small_inversion(gm), _small_inversion(gm, max_batch=1)
+    torch.testing.assert_close(a.x_T, b.x_T, rtol=1e-10, atol=1e-12)
+
+
+def test_ode_inversion_returns_epoch_zero_for_every_image(gm):
+    r = _small_inversion(gm, method="ode", init="ode")
+    assert r.best_epoch.dtype == torch.long and torch.equal(r.best_epoch, torch.zeros(2, dtype=torch.long))
+    assert "InversionResult(" in repr(r)
+
+
+def test_invert_accepts_an_image_exactly_at_the_edge_of_the_allowed_range(digits_model):
+    "Images are in [-1, 1] with a 1e-3 allowance: the edges themselves are accepted, a hair beyond is refused."
+    edge64 = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    edge64[0, 0, 0, 0], edge64[0, 0, 0, 1] = -1 - 1e-3, 1 + 1e-3
+    s = DDIMSchedule.make(4)
+    r = invert(digits_model, edge64, s, method="ode", init="ode", progress=False)
+    assert r.x_T.shape == edge64.shape
+    for v in (-1 - 2e-3, 1 + 2e-3):
+        bad = edge64.clone(); bad[0, 0, 1, 1] = v
+        with pytest.raises(ValueError, match="x_target must hold images in \\[-1, 1\\]"):
+            invert(digits_model, bad, s, method="ode", init="ode", progress=False)
