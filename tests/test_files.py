@@ -615,3 +615,40 @@ def test_without_hard_links_publish_reserves_the_name_and_never_replaces_what_ap
         assert (target.read_text() == "theirs") if planted == "file" else target.is_symlink()
         assert not [n for n in _listing(tmp_path) if n.endswith(".tmp")]
     monkeypatch.setattr(files.os, "link", real_link)
+
+
+# ---- defaults that protect files, what an interruption carries, the sample-shape rule, held-out digits ---------------
+def test_check_targets_refuses_an_existing_file_unless_overwrite_is_given(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"ours?")
+    with pytest.raises(FileExistsError, match="a.png"): check_targets(tmp_path / "a.png")
+    assert check_targets(tmp_path / "a.png", overwrite=True) == [tmp_path / "a.png"]
+    assert check_targets(str(tmp_path / "b.png")) == [tmp_path / "b.png"]          # one path, as a str
+
+
+def test_interrupted_keeps_the_signal_number():
+    e = files.Interrupted(signal.SIGTERM)
+    assert e.signum == signal.SIGTERM and "SIGTERM" in str(e)
+
+
+@pytest.mark.parametrize("shape, ok", [([1, 8], True), ((3, 4, 4), True), ([1], False), ("1x8", False), ([1, True], False),
+                                       ([1, 2.0], False), ([0, 4], False), ([1, files.MAX_SAMPLE_NUMEL], True),
+                                       ([2, files.MAX_SAMPLE_NUMEL], False)])
+def test_check_sample_shape_takes_a_list_of_at_least_two_positive_ints_within_the_bound(shape, ok):
+    if ok:
+        assert files.check_sample_shape(shape, "m.json") == tuple(shape)
+    else:
+        with pytest.raises(ValueError, match="^m.json: key 'sample_shape'"): files.check_sample_shape(shape, "m.json")
+
+
+def test_check_sample_shape_compares_channels_only_when_the_network_gives_them():
+    assert files.check_sample_shape([3, 8, 8], "m.json") == (3, 8, 8)
+    assert files.check_sample_shape([3, 8, 8], "m.json", in_channels=3) == (3, 8, 8)
+    with pytest.raises(ValueError, match="3 channels but the network takes in_channels = 1"):
+        files.check_sample_shape([3, 8, 8], "m.json", in_channels=1)
+
+
+def test_held_out_digit_indices_stop_at_the_last_one():
+    from deq_ddim_nb.toy import digits_data
+    n = len(digits_data(16, "test", torch.float32)[0])
+    assert load_target(n - 1).shape == (1, 1, 16, 16)
+    with pytest.raises(ValueError, match=rf"digit index must be in \[0, {n - 1}\]"): load_target(n)
