@@ -18,6 +18,11 @@ explained by their kind:
 - `display`: what a progress bar shows (its description, whether it stays or is disabled);
 - `one device`: a `device` argument dropped or set to None, which changes nothing while every tensor lives on the CPU
   (CI has no GPU; the device paths are checked on a GPU by `bench/gpu.sh`);
+- `default`: the default value of a parameter in a signature. The signature is the documentation (`show_doc` and the
+  API page render it), so a test could only restate the number; the defaults a promise rests on (never overwrite, check
+  the model, stay quiet, warm-start) are tested by what they do, and a mutant of those is killed;
+- `equivalent`: a change no input can tell apart, or one that only a test of an untestable condition could see; each
+  is listed in `EQUIVALENT` below with the reason;
 - `behaviour`: anything else; each is listed with the line it changed.
 """
 from __future__ import annotations
@@ -29,6 +34,7 @@ import json
 import re
 import sys
 from collections import Counter, defaultdict
+from difflib import SequenceMatcher
 from pathlib import Path
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", None: "not checked", 34: "skipped",
@@ -78,21 +84,50 @@ def message_only(source: str) -> tuple[set, dict]:
     return helpers, local
 
 
-def change(root: Path, module: str, mutant: str) -> tuple[list[str], list[str]]:
-    "(removed lines, added lines) of a mutant against its original function, from mutmut's own diff."
-    from mutmut.mutation.diff_apply import get_diff_for_mutant
+def change(root: Path, module: str, mutant: str) -> tuple[list[str], list[str], bool]:
+    """(removed lines, added lines, whether every removed line is in the function's signature) of a mutant against
+    its original function, both read by mutmut's own parser from the mutated file."""
+    import libcst as cst
+    from mutmut.mutation import diff_apply as da
+    path = module.replace(".", "/") + ".py"
     with contextlib.chdir(root):
-        diff = get_diff_for_mutant(mutant, path=module.replace(".", "/") + ".py").splitlines()[2:]
-    return ([l[1:].strip() for l in diff if l.startswith("-") and not l.startswith("---")],
-            [l[1:].strip() for l in diff if l.startswith("+") and not l.startswith("+++")])
+        fns = da.read_functions_from_index(mutant, path)
+        if fns is None:
+            mod = da.read_mutants_module(path)
+            fns = (da.read_original_function(mod, mutant), da.read_mutant_function(mod, mutant))
+    a, b = (cst.Module([f]).code.strip().splitlines() for f in fns)
+    fn = ast.parse("\n".join(a)).body[0]
+    header = fn.body[0].lineno - 1                                     # decorators and the def line(s)
+    removed, added, in_signature = [], [], True
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag == "equal": continue
+        removed += [l.strip() for l in a[i1:i2]]; added += [l.strip() for l in b[j1:j2]]
+        in_signature &= i2 <= header
+    return removed, added, in_signature and bool(removed)
+
+
+# Survivors no test can kill: (the mutant's function, a regex its mutated line matches, why). Each entry was read
+# against the code; a new survivor is `behaviour` until someone reads it and either writes the test or adds it here.
+EQUIVALENT = [
+]
 
 
 _STR = re.compile(r'[rbfu]?("""[\s\S]*?"""|"[^"\n]*"|\'[^\'\n]*\')', re.I)
 
 
-def kind(removed: list[str], added: list[str], function: str = "", messages: tuple = (set(), {})) -> str:
+def equivalent(function: str, added: list[str]) -> str | None:
+    "Why the mutant is one no test can kill, if `EQUIVALENT` says so."
+    p = " ".join(added)
+    for fn, pattern, why in EQUIVALENT:
+        if re.fullmatch(fn, function) and re.search(pattern, p): return why
+    return None
+
+
+def kind(removed: list[str], added: list[str], function: str = "", messages: tuple = (set(), {}),
+         in_signature: bool = False) -> str:
     "The kind of a surviving mutant (see the module docstring); `messages` is `message_only` of its module."
     m, p = " ".join(removed), " ".join(added)
+    if equivalent(function, added): return "equivalent"
     helpers, local = messages
     if function in helpers: return "wording"                              # a helper that only builds message text
     v = re.match(r"^(\w+)\s*=[^=]", m)
@@ -102,6 +137,7 @@ def kind(removed: list[str], added: list[str], function: str = "", messages: tup
     a, b = cut.search(m), cut.search(p)
     if a and b and m[:a.end()] == p[:b.end()]: return "wording"          # same condition, same exception: only its text
     if not a and _STR.sub("S", m) == _STR.sub("S", p) and re.match(r"^[rbfu]?(\"|\')", m.strip()): return "wording"
+    if in_signature: return "default"
     if re.search(r"\b(tqdm|desc=|leave=|disable=|set_postfix|bar\.)", m): return "display"
     if "device" in m and re.sub(r"\s", "", m) != re.sub(r"\s", "", p):
         a, b = re.sub(r"[\w.]*device[\w.]*", "D", m), re.sub(r"[\w.]*device[\w.]*", "D", p)
@@ -149,18 +185,20 @@ def main(argv=None) -> int:
         messages = message_only(src.read_text()) if src.exists() else (set(), {})
         for name, status in by.items():
             if status not in ("survived", "no tests"): continue
-            removed, added = change(args.root, module, name)
+            removed, added, in_signature = change(args.root, module, name)
             function = re.sub(r"__mutmut_\d+$", "", name[len(module) + 1:]).split("ǁ")[-1]
             function = function[2:] if function.startswith("x_") and "ǁ" not in name else function
-            kinds[kind(removed, added, function, messages)].append((name, status, removed, added))
+            kinds[kind(removed, added, function, messages, in_signature)].append((name, status, removed, added))
     print("| kind of survivor | count |\n|---|---|")
-    KINDS = ("behaviour", "wording", "docstring", "display", "one device")
+    KINDS = ("behaviour", "equivalent", "default", "wording", "docstring", "display", "one device")
     for k in KINDS: print(f"| {k} | {len(kinds[k])} |")
     for k in KINDS:
         print(f"\n## {k} ({len(kinds[k])})\n")
         for name, status, removed, added in kinds[k]:
             short = name.split(".", 1)[1].replace("ǁ", ".")
-            print(f"- `{short}` ({status}): `{' / '.join(removed)[:140]}` → `{' / '.join(added)[:140]}`")
+            why = equivalent(re.sub(r"__mutmut_\d+$", "", short.split(".", 1)[1]).split(".")[-1].removeprefix("x_"), added)
+            print(f"- `{short}` ({status}): `{' / '.join(removed)[:140]}` → `{' / '.join(added)[:140]}`"
+                  + (f"; {why}" if why else ""))
     return 0
 
 

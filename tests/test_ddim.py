@@ -235,3 +235,15 @@ def test_ddim_invert_keeps_x0s_dtype_names_x_0_and_honours_check_false():
     nan = lambda x, t: x * float("nan")
     with pytest.raises(ValueError, match="non-finite"): ddim_invert(nan, randn(2, 1, 8, 8), s)
     assert bool(torch.isnan(ddim_invert(nan, randn(2, 1, 8, 8), s, check=False)).all())   # check=False: no checks
+
+
+def test_sequential_sampling_and_ode_inversion_are_quiet_unless_asked(capsys):
+    from deq_ddim_nb.ddim import ddim_invert
+    from deq_ddim_nb.toy import GaussianMixtureEps
+    gm = GaussianMixtureEps(torch.tensor([[-2.0, 0.0], [2.0, 1.0]]), torch.tensor([0.5, 0.7]))
+    s, x = DDIMSchedule.make(5), torch.zeros(2, 2, dtype=torch.float64)
+    ddim_sample(gm, x, s); ddim_invert(gm, x, s)
+    assert capsys.readouterr().err == ""
+    ddim_sample(gm, x, s, progress=True); ddim_invert(gm, x, s, progress=True)
+    err = capsys.readouterr().err
+    assert "DDIM:" in err and "DDIM inversion:" in err

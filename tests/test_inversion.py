@@ -607,3 +607,11 @@ def test_invert_accepts_an_image_exactly_at_the_edge_of_the_allowed_range(digits
         bad = edge64.clone(); bad[0, 0, 1, 1] = v
         with pytest.raises(ValueError, match="x_target must hold images in \\[-1, 1\\]"):
             invert(digits_model, bad, s, method="ode", init="ode", progress=False)
+
+
+def test_invert_shows_a_progress_bar_by_default(gm, capsys):
+    s, target = DDIMSchedule.make(4), gm.sample(1, generator=torch.Generator().manual_seed(5))
+    invert(gm, target, s, epochs=2, seed=0)
+    assert "2/2" in capsys.readouterr().err
+    invert(gm, target, s, epochs=2, seed=0, progress=False)
+    assert capsys.readouterr().err == ""
