@@ -503,3 +503,53 @@ def test_solver_stats_repr_shows_the_last_residual():
     assert f"{st.residuals[-1]:.2e}" in repr(st) and f"{st.residuals[0]:.2e}" not in repr(st)
     from deq_ddim_nb.solvers import SolverStats
     assert "-" in repr(SolverStats("picard", "rel", 1e-3))
+
+
+@pytest.mark.parametrize("name", ["picard", "chain_newton"])
+def test_a_non_finite_value_stops_the_solver_with_the_best_finite_iterate(name):
+    calls = []
+    def f(z):
+        calls.append(1)
+        return torch.full_like(z, math.nan) if len(calls) == 3 else 0.5 * z + 1
+    z0 = torch.zeros(2, 1, 3, dtype=torch.float64)
+    kw = dict(ratio=torch.full((2,), 0.5, dtype=torch.float64)) if name == "chain_newton" else {}
+    seen = []
+    z, st = get_solver(name)(f, z0, tol=1e-12, sample_dim=(0, 1), callback=lambda k, z, fz, r: seen.append(fz), **kw)
+    assert st.diverged and st.nfe == 3 and torch.isfinite(z).all()
+    assert torch.equal(z, seen[st.best_index]) and st.best_index == 1      # f of the lowest-residual finite iterate
+
+
+def test_triangular_anderson_keeps_the_images_of_a_batch_apart():
+    "Groups (state, image) with the normal equations summed over later states only: image b's run is its own."
+    A = torch.tensor([[0.3, 0.2, 0.0], [0.6, 0.3, 0.2], [0.1, 0.6, 0.3]], dtype=torch.float64)   # states mix; images do not
+    f = lambda z: torch.tanh(torch.einsum("ij,jbd->ibd", A, z)) + torch.linspace(0.1, 0.3, z.shape[-1], dtype=z.dtype)
+    z0 = torch.rand(3, 2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    kw = dict(max_iter=7, tol=1e-300, group_dims=(0, 1), triangular=True)
+    both, _ = anderson(f, z0, **kw)
+    for b in range(2):
+        alone, _ = anderson(f, z0[:, b:b + 1], **kw)
+        assert torch.allclose(both[:, b:b + 1], alone, atol=1e-12, rtol=0), b
+
+
+def test_anderson_with_restart_reaches_the_fixed_point():
+    f, z0 = _slow_linear(D=20, rho=0.9)
+    A, b = f(torch.eye(20, dtype=torch.float64)) - f(torch.zeros(1, 20, dtype=torch.float64)), f(torch.zeros(20, dtype=torch.float64))
+    exact = torch.linalg.solve(torch.eye(20, dtype=torch.float64) - A.T, b)
+    z, st = anderson(f, z0, restart=0.7, tol=1e-10, max_iter=250, sample_dim=0)
+    _, plain = anderson(f, z0, tol=1e-10, max_iter=250, sample_dim=0)
+    assert st.nfe != plain.nfe                                        # histories were dropped on the way
+    assert st.converged and torch.allclose(z, exact.expand_as(z), atol=1e-8, rtol=0)
+
+
+def test_chain_slopes_without_sigma_are_the_deterministic_ones():
+    from deq_ddim_nb.schedules import DDIMSchedule
+    s = DDIMSchedule.make(10)
+    for a, b in zip(chain_slopes(s.abar, s.abar_prev), chain_slopes(s.abar, s.abar_prev, torch.zeros(10, dtype=torch.float64))):
+        assert torch.equal(a, b)
+
+
+def test_residual_norms_take_negative_sample_dims_down_to_minus_ndim():
+    from deq_ddim_nb.solvers import residual_norms
+    z, fz = torch.zeros(2, 3, dtype=torch.float64), torch.ones(2, 3, dtype=torch.float64)
+    assert residual_norms(fz, z, -2) == residual_norms(fz, z, 0)
+    with pytest.raises(ValueError, match="sample_dim"): residual_norms(fz, z, -3)
