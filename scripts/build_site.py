@@ -341,6 +341,26 @@ def _signature(name: str, obj, drop_self: bool = False, is_class: bool = False) 
     return f"{name}(\n" + "".join(f"    {q},\n" for q in parts) + f"){tail}"
 
 
+def argument_docs(obj) -> dict:
+    """{argument: what it is} for a function or class, from the comment beside each argument (nbdev's docments style,
+    read by fastcore) or, for a dataclass, the comment that ends each field's line; '' where there is none."""
+    import dataclasses, io, tokenize
+    from fastcore.docments import docments
+    if inspect.isclass(obj) and dataclasses.is_dataclass(obj):
+        src = inspect.getsource(obj)
+        notes = {t.start[0]: t.string.lstrip("#").strip() for t in tokenize.generate_tokens(io.StringIO(src).readline)
+                 if t.type == tokenize.COMMENT}
+        lines = {}
+        for i, l in enumerate(src.splitlines(), 1):                   # a field's declaration: its first `name:` line
+            if (m := re.match(r"\s+(\w+)\s*:", l)): lines.setdefault(m.group(1), i)
+        return {f.name: notes.get(lines.get(f.name), "") for f in dataclasses.fields(obj)}
+    f = obj.__init__ if inspect.isclass(obj) else obj
+    if not inspect.isfunction(f): return {}
+    try: comments = docments(f, full=False)
+    except (OSError, TypeError): comments = {}
+    return {p: comments.get(p) or "" for p in inspect.signature(f).parameters if p not in ("self", "cls")}
+
+
 def public_api(modules: list[str] | None = None) -> list[dict]:
     """Every public name of the package, module by module: dicts with module, name, kind (function, class, method,
     constant), signature, doc and anchor. A name a module re-exports is listed where it is defined."""
@@ -356,6 +376,7 @@ def public_api(modules: list[str] | None = None) -> list[dict]:
                 continue                                              # re-exported: listed in its own module
             entry = dict(module=mod_name, name=name, anchor=f"{mod_name}.{name}",
                          doc=inspect.getdoc(obj) if (inspect.isfunction(obj) or inspect.isclass(obj)) else "")
+            if inspect.isfunction(obj) or inspect.isclass(obj): entry["args"] = argument_docs(obj)
             if inspect.isclass(obj):
                 entry.update(kind="class", signature=_signature(name, obj, is_class=True))
                 out.append(entry)
@@ -409,6 +430,11 @@ def api_markdown(info: dict, api: list[dict] | None = None) -> str:
             lines += [f"{level} `{e['name']}` {{#{e['anchor']} .deq-api-name data-kind=\"{e['kind']}\"}}", ""]
             lines += [f'<pre class="deq-signature"><code>{html.escape(e["signature"], quote=False)}</code></pre>', ""]
             if e["doc"]: lines += [_doc_html(e["doc"]), ""]
+            args = [(a, d) for a, d in e.get("args", {}).items() if d]
+            if args:
+                rows = "".join(f"<tr><td><code>{html.escape(a)}</code></td><td>{_doc_html(d)[3:-4]}</td></tr>" for a, d in args)
+                lines += [f'<table class="deq-args"><thead><tr><th>argument</th><th>what it is</th></tr></thead>'
+                          f"<tbody>{rows}</tbody></table>", ""]
     return "\n".join(lines) + "\n"
 
 

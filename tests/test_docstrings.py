@@ -3,12 +3,15 @@
 An argument counts as documented when it has a comment beside it (nbdev's docments style, which `show_doc` and the
 API page render) or when the docstring names it; a dataclass field when its declaration carries a comment or the
 class docstring names it."""
-import dataclasses, importlib, inspect, io, pkgutil, re, tokenize
+import dataclasses, importlib, inspect, pkgutil, re, sys
+from pathlib import Path
 
 import pytest
-from fastcore.docments import docments
 
 import deq_ddim_nb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from build_site import argument_docs                                   # the API page's argument tables
 
 MODULES = sorted(m.name for m in pkgutil.iter_modules(deq_ddim_nb.__path__) if not m.name.startswith("_"))
 
@@ -17,20 +20,9 @@ def _named(name: str, doc: str) -> bool:
     return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", doc) is not None
 
 
-def _field_comments(cls) -> set:
-    "The dataclass fields whose declaration line (in the class body itself) ends in a comment."
-    src = inspect.getsource(cls)
-    lines = src.splitlines()
-    commented = {tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(src).readline) if tok.type == tokenize.COMMENT}
-    out = set()
-    for i, line in enumerate(lines, 1):
-        m = re.match(r"\s+(\w+)\s*:", line)
-        if m and i in commented: out.add(m.group(1))
-    return out
-
-
 def undocumented(module) -> list:
-    "The public objects of `module` without a docstring, and the arguments or fields that nothing documents."
+    """The public objects of `module` without a docstring, and the arguments or fields that nothing documents: neither
+    the table the API page shows (`argument_docs`) nor the docstring."""
     missing = []
     for name in getattr(module, "__all__", []):
         obj = getattr(module, name)
@@ -38,18 +30,10 @@ def undocumented(module) -> list:
         doc = obj.__doc__ or ""
         if not doc.strip() or (inspect.isclass(obj) and dataclasses.is_dataclass(obj) and doc.startswith(f"{name}(")):
             missing.append(f"{name}: no docstring"); continue                  # a dataclass's generated doc is no doc
-        if inspect.isclass(obj) and dataclasses.is_dataclass(obj):
-            commented = _field_comments(obj)
-            missing += [f"{name}.{f.name}" for f in dataclasses.fields(obj) if f.name not in commented and not _named(f.name, doc)]
-            continue
-        f = obj.__init__ if inspect.isclass(obj) else obj
-        if inspect.isclass(obj):
-            if not inspect.isfunction(f): continue                               # object's or a C base's __init__
-            doc += "\n" + (f.__doc__ or "")
-        try: comments = docments(f, full=False)
-        except (OSError, TypeError): comments = {}
-        missing += [f"{name}({p})" for p in inspect.signature(f).parameters
-                    if p != "self" and not comments.get(p) and not _named(p, doc)]
+        if inspect.isclass(obj) and inspect.isfunction(obj.__init__): doc += "\n" + (obj.__init__.__doc__ or "")
+        sep = "." if dataclasses.is_dataclass(obj) else "({})"
+        missing += [f"{name}.{a}" if sep == "." else f"{name}({a})"
+                    for a, note in argument_docs(obj).items() if not note and not _named(a, doc)]
     return missing
 
 
