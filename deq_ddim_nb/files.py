@@ -8,6 +8,7 @@ Docs: https://deq-ddim-nb.github.io/deq-ddim-nb/files.html.md"""
 from __future__ import annotations
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -175,6 +176,9 @@ def _check_dir(d:Path, make_dirs:bool) -> None:
             if not make_dirs: raise FileNotFoundError(f"directory {_show(d)} does not exist") from None
             missing.append(d); d = d.parent; continue
         except NotADirectoryError: raise NotADirectoryError(f"{_show(d)}: a part of this path is a file, not a directory") from None
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG: raise ValueError(f"{_show(d)}: a name in this path is too long") from None
+            raise
         break
     if not stat.S_ISDIR(st.st_mode): raise NotADirectoryError(f"{_show(d)} is not a directory")
     if not os.access(d, os.W_OK | os.X_OK): raise PermissionError(f"directory {_show(d)} is not writable")
@@ -202,7 +206,7 @@ def check_targets(paths, overwrite:bool=False, *, make_dirs:bool=False) -> list[
     link is replaced, never followed). A directory, FIFO, socket or device is never replaced. Raises `FileExistsError`,
     `FileNotFoundError`, `NotADirectoryError`, `PermissionError`, `ValueError` (a bad name, a path named twice, a
     non-regular file) or `TypeError`, each naming the path."""
-    if isinstance(paths, (str, os.PathLike)): paths = [paths]
+    if isinstance(paths, (str, bytes, os.PathLike)): paths = [paths]
     overwrite, make_dirs = check_bool("overwrite", overwrite), check_bool("make_dirs", make_dirs)
     targets, seen = [], set()
     for p in paths:

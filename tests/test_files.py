@@ -652,3 +652,68 @@ def test_held_out_digit_indices_stop_at_the_last_one():
     n = len(digits_data(16, "test", torch.float32)[0])
     assert load_target(n - 1).shape == (1, 1, 16, 16)
     with pytest.raises(ValueError, match=rf"digit index must be in \[0, {n - 1}\]"): load_target(n)
+
+
+# ---- where the temporary file lives, names at their limits, what load_target returns, and that no pickle runs ----------
+def test_the_temporary_file_is_hidden_beside_its_target(tmp_path):
+    "Beside it, so the final rename is atomic (same file system); hidden, named after it, ending in .tmp."
+    seen = []
+    publish({tmp_path / "a.csv": lambda fh: seen.append(sorted(os.listdir(tmp_path)))})
+    assert len(seen) == 1 and len(seen[0]) == 1
+    assert seen[0][0].startswith(".a.csv.") and seen[0][0].endswith(".tmp")
+    assert _listing(tmp_path) == ["a.csv"]
+
+
+def test_a_path_object_of_bytes_is_decoded_raw_bytes_are_named_and_dot_names_are_refused(tmp_path):
+    class BytesPath(os.PathLike):
+        def __fspath__(self): return os.fsencode(tmp_path / "a.png")
+    assert check_targets(BytesPath()) == [tmp_path / "a.png"]
+    with pytest.raises(TypeError, match="got bytes"): check_targets(os.fsencode(tmp_path / "a.png"))
+    for bad in (f"{tmp_path}{os.sep}.", f"{tmp_path}{os.sep}..", f"{tmp_path}{os.sep}"):
+        with pytest.raises(ValueError, match="names a directory, not a file"): check_targets(bad)
+
+
+def test_a_name_of_exactly_the_file_system_limit_is_accepted(tmp_path):
+    most = os.pathconf(tmp_path, "PC_NAME_MAX")
+    assert check_targets(tmp_path / ("a" * most)) == [tmp_path / ("a" * most)]
+    with pytest.raises(ValueError, match="too long"): check_targets(tmp_path / ("a" * (most + 1)))
+    assert check_targets(tmp_path / ("d" * most) / "x.png", make_dirs=True)
+    with pytest.raises(ValueError, match="too long"): check_targets(tmp_path / ("d" * (most + 1)) / "x.png", make_dirs=True)
+
+
+def test_png_bytes_names_a_non_tensor_and_to_png_replaces_only_when_asked(tmp_path):
+    with pytest.raises(ValueError, match="^x must be a floating tensor"): files.png_bytes("image")
+    x = torch.zeros(1, 1, 4, 4)
+    to_png(x, tmp_path / "a.png")
+    with pytest.raises(FileExistsError): to_png(x + 0.5, tmp_path / "a.png")
+    to_png(x + 0.5, tmp_path / "a.png", overwrite=True)
+    assert (tmp_path / "a.png").read_bytes() == files.png_bytes(x + 0.5)
+
+
+def test_csv_text_of_one_row_takes_its_keys_as_the_header():
+    assert files.csv_text([{"a": 1, "b": 2}]) == "a,b\n1,2\n"
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".pt", ".pth"])
+def test_load_target_returns_float32_from_a_float64_tensor_file_within_the_allowance(tmp_path, suffix):
+    x = torch.zeros(1, 16, 16, dtype=torch.float64)
+    x[0, 0, 0], x[0, 0, 1] = -1 - 0.9e-3, 1 + 0.9e-3                # inside the 1e-3 allowance around [-1, 1]
+    p = tmp_path / f"t{suffix}"
+    np.save(p, x.numpy()) if suffix == ".npy" else torch.save(x, p)
+    y = load_target(p)
+    assert y.dtype == torch.float32 and y.shape == (1, 1, 16, 16)
+
+
+def test_load_target_never_runs_a_pickle(tmp_path):
+    class Planted:
+        def __reduce__(self): return (open, (str(tmp_path / "ran"), "w"))
+    torch.save({"x": Planted()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError):
+        load_target(tmp_path / "evil.pt")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_32_bit_tiff_of_unknown_range_is_refused(tmp_path):
+    from PIL import Image
+    Image.fromarray(np.zeros((16, 16), dtype=np.int32), mode="I").save(tmp_path / "a.tif")
+    with pytest.raises(ValueError, match="32-bit"): load_target(tmp_path / "a.tif")
