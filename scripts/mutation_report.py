@@ -21,8 +21,8 @@ explained by their kind:
 - `default`: the default value of a parameter in a signature. The signature is the documentation (`show_doc` and the
   API page render it), so a test could only restate the number; the defaults a promise rests on (never overwrite, check
   the model, stay quiet, warm-start) are tested by what they do, and a mutant of those is killed;
-- `equivalent`: a change no input can tell apart, or one that only a test of an untestable condition could see; each
-  is listed in `EQUIVALENT` below with the reason;
+- `equivalent`: a change no input can tell apart (or none this machine can make); each is matched by an entry of
+  `EXPLAINED` below, which gives the reason; `EXPLAINED` also sorts survivors the rules above miss into their kind;
 - `behaviour`: anything else; each is listed with the line it changed.
 """
 from __future__ import annotations
@@ -106,20 +106,26 @@ def change(root: Path, module: str, mutant: str) -> tuple[list[str], list[str], 
     return removed, added, in_signature and bool(removed)
 
 
-# Survivors no test can kill: (the mutant's function, a regex its mutated line matches, why). Each entry was read
-# against the code; a new survivor is `behaviour` until someone reads it and either writes the test or adds it here.
-EQUIVALENT = [
+# Survivors read against the code and explained: (the mutant's function, a regex its mutated line matches, kind, why).
+# A new survivor is `behaviour` until someone reads it and either writes the test that kills it or adds it here.
+EXPLAINED = [
 ]
 
 
 _STR = re.compile(r'[rbfu]?("""[\s\S]*?"""|"[^"\n]*"|\'[^\'\n]*\')', re.I)
 
 
-def equivalent(function: str, added: list[str]) -> str | None:
-    "Why the mutant is one no test can kill, if `EQUIVALENT` says so."
+def _function(name: str, module: str) -> str:
+    "The function (or method) a mutant belongs to: `deq_ddim_nb.files.x__put__mutmut_3` -> `_put`."
+    f = re.sub(r"__mutmut_\d+$", "", name[len(module) + 1:]).split("ǁ")[-1]
+    return f[2:] if f.startswith("x_") and "ǁ" not in name else f
+
+
+def explained(function: str, added: list[str]) -> tuple[str, str] | None:
+    "(kind, why) of a survivor that `EXPLAINED` accounts for, else None."
     p = " ".join(added)
-    for fn, pattern, why in EQUIVALENT:
-        if re.fullmatch(fn, function) and re.search(pattern, p): return why
+    for fn, pattern, k, why in EXPLAINED:
+        if re.fullmatch(fn, function) and re.search(pattern, p): return k, why
     return None
 
 
@@ -127,7 +133,7 @@ def kind(removed: list[str], added: list[str], function: str = "", messages: tup
          in_signature: bool = False) -> str:
     "The kind of a surviving mutant (see the module docstring); `messages` is `message_only` of its module."
     m, p = " ".join(removed), " ".join(added)
-    if equivalent(function, added): return "equivalent"
+    if (e := explained(function, added)): return e[0]
     helpers, local = messages
     if function in helpers: return "wording"                              # a helper that only builds message text
     v = re.match(r"^(\w+)\s*=[^=]", m)
@@ -186,8 +192,7 @@ def main(argv=None) -> int:
         for name, status in by.items():
             if status not in ("survived", "no tests"): continue
             removed, added, in_signature = change(args.root, module, name)
-            function = re.sub(r"__mutmut_\d+$", "", name[len(module) + 1:]).split("ǁ")[-1]
-            function = function[2:] if function.startswith("x_") and "ǁ" not in name else function
+            function = _function(name, module)
             kinds[kind(removed, added, function, messages, in_signature)].append((name, status, removed, added))
     print("| kind of survivor | count |\n|---|---|")
     KINDS = ("behaviour", "equivalent", "default", "wording", "docstring", "display", "one device")
@@ -196,9 +201,9 @@ def main(argv=None) -> int:
         print(f"\n## {k} ({len(kinds[k])})\n")
         for name, status, removed, added in kinds[k]:
             short = name.split(".", 1)[1].replace("ǁ", ".")
-            why = equivalent(re.sub(r"__mutmut_\d+$", "", short.split(".", 1)[1]).split(".")[-1].removeprefix("x_"), added)
+            e = explained(_function(name, module), added)
             print(f"- `{short}` ({status}): `{' / '.join(removed)[:140]}` → `{' / '.join(added)[:140]}`"
-                  + (f"; {why}" if why else ""))
+                  + (f": {e[1]}" if e else ""))
     return 0
 
 

@@ -177,3 +177,25 @@ def test_from_config_prefers_n_train_and_defaults_the_clip_range():
     assert DDIMSchedule.from_config(10, dict(n_train=1000, clip_sample=True)).clip_sample == 1.0
     assert schedule_kwargs(dict(n_train=1000, steps_offset=1)) == dict(n_train=1000, steps_offset=1)
     assert "steps_offset" not in schedule_kwargs(dict(n_train=1000, steps_offset=1, timestep_spacing="linspace"))
+
+
+# ---- bounds of n_train, the timesteps output_to_eps accepts, scaled_linear in float64 --------------------------------
+@pytest.mark.parametrize("n_train", [0, -5, 10 ** 6 + 1])
+def test_make_refuses_n_train_out_of_range(n_train):
+    with pytest.raises(ValueError, match="^n_train"): DDIMSchedule.make(1, n_train=n_train)
+
+
+def test_output_to_eps_refuses_timesteps_that_are_not_the_schedules():
+    s = DDIMSchedule.make(10, prediction_type="v_prediction")
+    x, out = torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)
+    assert s.output_to_eps(out, x, s.t[[0, 9]]).shape == (2, 3)
+    for t in (torch.tensor([1, s.t[9] + 1]), torch.tensor([int(s.t[9]) + 100, 0]), torch.tensor([int(s.t[3]) + 1, 0])):
+        with pytest.raises(ValueError, match="are not all timesteps of this schedule"): s.output_to_eps(out, x, t)
+
+
+def test_scaled_linear_betas_are_computed_in_float64():
+    "β = (√β_1 + (√β_N − √β_1) k/(N − 1))², the square of a float64 linspace (a float32 one is off by about 1e-9)."
+    b = make_betas(1000, 0.00085, 0.012, "scaled_linear")
+    k = np.arange(1000) / 999
+    ref = (np.sqrt(0.00085) + (np.sqrt(0.012) - np.sqrt(0.00085)) * k) ** 2
+    assert b.dtype == torch.float64 and np.abs(b.numpy() - ref).max() < 1e-17
