@@ -247,3 +247,15 @@ def test_sequential_sampling_and_ode_inversion_are_quiet_unless_asked(capsys):
     ddim_sample(gm, x, s, progress=True); ddim_invert(gm, x, s, progress=True)
     err = capsys.readouterr().err
     assert "DDIM:" in err and "DDIM inversion:" in err
+
+
+def test_sequential_sampling_keeps_x_Ts_dtype_and_a_deterministic_run_draws_nothing():
+    from deq_ddim_nb.toy import GaussianMixtureEps
+    gm = GaussianMixtureEps(torch.tensor([[-2.0, 0.0], [2.0, 1.0]]), torch.tensor([0.5, 0.7]))
+    s, x = DDIMSchedule.make(10), torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1); state = g.get_state()
+    x64 = ddim_sample(gm, x, s, generator=g)
+    assert torch.equal(g.get_state(), state)                            # η = 0 draws no noise
+    x32 = ddim_sample(lambda x, t: gm(x.double(), t).float(), x.float(), s)
+    x0_32 = ddim_invert(lambda x, t: gm(x.double(), t).float(), x32, s)
+    assert x32.dtype == x0_32.dtype == torch.float32 and rel(x32.double(), x64) < 1e-5

@@ -616,3 +616,16 @@ def test_deq_info_keeps_the_solver_stats_and_the_duration_of_the_solve(digits_mo
     assert 0 < info.seconds <= elapsed
     r = repr(info)
     assert f"rounds={info.rounds}/{info.max_iter}" in r and f"final residual={info.residuals[-1]:.2e}" in r
+
+
+def test_deq_sample_stops_on_each_state_of_each_image_and_names_a_nameless_solver(digits_model):
+    "The solver is told to take the worst (state, image) residual: sample_dim = (0, 1) of the (T, B, *dims) trajectory."
+    import functools
+    from deq_ddim_nb.solvers import picard
+    seen = []
+    def spy(f, z0, **kw): seen.append(kw["sample_dim"]); return picard(f, z0, **kw)
+    s, x_T = DDIMSchedule.make(4), randn(2, 1, 8, 8, seed=9)
+    _, info = deq_sample(digits_model, x_T, s, solver=spy)
+    assert seen == [(0, 1)] and info.solver == "spy"
+    _, info = deq_sample(digits_model, x_T, s, solver=functools.partial(picard, mixing=1.0))
+    assert info.solver == "custom" and "solver=custom" in repr(info)

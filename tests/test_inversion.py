@@ -615,3 +615,30 @@ def test_invert_shows_a_progress_bar_by_default(gm, capsys):
     assert "2/2" in capsys.readouterr().err
     invert(gm, target, s, epochs=2, seed=0, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_ift_grad_gives_broyden_and_anderson_one_group_per_image(gm, monkeypatch):
+    from deq_ddim_nb import solvers
+    seen = {}
+    for name in ("anderson", "broyden"):
+        orig = solvers.SOLVERS[name]
+        def spy(*a, _orig=orig, _name=name, **kw): seen[_name] = kw.get("group_dims"); return _orig(*a, **kw)
+        monkeypatch.setitem(solvers.SOLVERS, name, spy)
+    s = DDIMSchedule.make(6)
+    x_T, target = randn(2, 2, seed=3), gm.sample(2, generator=torch.Generator().manual_seed(4))
+    xs = _fixed_point(gm, x_T, s)
+    g = torch.zeros_like(xs); g[0] = 2 * (xs[0] - target)
+    for name in ("anderson", "broyden"): ift_grad(gm, xs, x_T, s, g, solver=name, tol=1e-8)
+    assert seen == {"anderson": (1,), "broyden": (1,)}
+
+
+def test_stochastic_inversion_with_the_phantom_gradient_uses_its_fixed_noises(gm):
+    "Algorithm 4: with η > 0 the noises are drawn once and every epoch's phantom step sees them (a run is repeatable)."
+    s = DDIMSchedule.make(8, eta=0.5)
+    target = gm.sample(2, generator=torch.Generator().manual_seed(7))
+    noise = draw_noise(s, target, torch.Generator().manual_seed(8))
+    a = invert(gm, target, s, noise=noise, lr=0.05, epochs=5, seed=0, init="random", progress=False)
+    assert a.losses[-1] < a.losses[0] and torch.equal(a.noise, noise)
+    xs = _fixed_point(gm, a.x_T, s, noise)
+    torch.testing.assert_close(a.x_0, ddim_sample(gm, a.x_T, s, noise))   # x_0 is the sample with those noises
+    assert rel(xs[0], a.x_0) < 1e-10
