@@ -199,3 +199,8 @@ def test_scaled_linear_betas_are_computed_in_float64():
     k = np.arange(1000) / 999
     ref = (np.sqrt(0.00085) + (np.sqrt(0.012) - np.sqrt(0.00085)) * k) ** 2
     assert b.dtype == torch.float64 and np.abs(b.numpy() - ref).max() < 1e-17
+
+
+def test_one_training_step_is_a_valid_schedule():
+    s = DDIMSchedule.make(1, n_train=1)
+    assert s.t.tolist() == [0] and len(s) == 1

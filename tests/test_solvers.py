@@ -538,6 +538,8 @@ def test_anderson_with_restart_reaches_the_fixed_point():
     z, st = anderson(f, z0, restart=0.7, tol=1e-10, max_iter=250, sample_dim=0)
     _, plain = anderson(f, z0, tol=1e-10, max_iter=250, sample_dim=0)
     assert st.nfe != plain.nfe                                        # histories were dropped on the way
+    z0_, st0 = anderson(f, z0, restart=0.7, restart_after=0, tol=1e-10, max_iter=250, sample_dim=0)
+    assert st0.converged and torch.allclose(z0_, exact.expand_as(z0_), atol=1e-8, rtol=0)   # from round 0 on
     assert st.converged and torch.allclose(z, exact.expand_as(z), atol=1e-8, rtol=0)
 
 
