@@ -256,6 +256,11 @@ def main(argv=None) -> int:
         if not r: p.error(f"argument --root: no mutants/*.meta under {root}; run `mutmut run` there first")
         for module, by in r.items():
             mine = res.setdefault(module, {})
+            # a function whose mutants differ in number was edited between the runs: its numbers mean other mutants
+            # now, so the later run's results replace the earlier ones for the whole function
+            count = lambda d: Counter(re.sub(r"__mutmut_\d+$", "", n) for n in d)
+            edited = {f for f, n in count(by).items() if count(mine).get(f, n) != n}
+            for name in [n for n in mine if re.sub(r"__mutmut_\d+$", "", n) in edited]: del mine[name]
             for name, status in by.items():
                 if status != "not checked" or name not in mine: mine[name] = status
     if args.survivors:
