@@ -198,6 +198,16 @@ EXPLAINED = [
     (r"anderson", r"torch\.eye\(n, dtype=z0\.dtype, \)", "one device", "the device of z0, the only one in CI"),
     (r"make", r"torch\.ones\(1, (dtype=None)?\)", "equivalent", "1.0 is exact in float32 and is promoted where it joins the float64 ᾱ"),
     (r"make", r"abar > MIN_ABAR", "equivalent", "differs only for a ᾱ of exactly MIN_ABAR"),
+    (r"make", r"room <= -1e-12|room < -1\.000000000001", "equivalent",
+     "a tolerance for rounding in 1 − ᾱ_prev − σ²: valid schedules have room ≥ 0, invalid ones far below"),
+    (r"make_timesteps", r"astype\(None\)|np\.array\(t, (dtype=None)?\)", "equivalent",
+     "the integers are the same: t is made int64 on the way out (or already is)"),
+    (r"make_timesteps", r"if len\(t\) != T (or|and) t\[0\] < 0 (or|and) t\[-1\] (>=|>) n_train (or|and) not \(np\.diff\(t\) (>|>=) 0\)",
+     "equivalent", "a guard no accepted input reaches: every spacing gives T increasing timesteps in [0, N)"),
+    (r"output_to_eps", r"clamp\(max=len\(self\.t\) [-+] [02]\)", "equivalent",
+     "an index past the end fails the equality test either way, which raises the same error"),
+    (r"ddim_sample|ddim_invert", r"state_dtype=x_(T|0)\.dtype, \)|state_dtype=x_0\.dtype, name=", "one device",
+     "the device of the states, the only one in CI"),
 ]
 
 

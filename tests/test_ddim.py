@@ -259,3 +259,14 @@ def test_sequential_sampling_keeps_x_Ts_dtype_and_a_deterministic_run_draws_noth
     x32 = ddim_sample(lambda x, t: gm(x.double(), t).float(), x.float(), s)
     x0_32 = ddim_invert(lambda x, t: gm(x.double(), t).float(), x32, s)
     assert x32.dtype == x0_32.dtype == torch.float32 and rel(x32.double(), x64) < 1e-5
+
+
+def test_sequential_sampling_names_a_state_dtype_that_is_not_the_models():
+    class Float32Model(torch.nn.Module):
+        def __init__(self): super().__init__(); self.lin = torch.nn.Linear(4, 4)
+        def forward(self, x, t): return self.lin(x)
+    s, x = DDIMSchedule.make(3), torch.zeros(2, 4, dtype=torch.float64)
+    with pytest.raises(TypeError, match="^x_T has dtype torch.float64, but the model's parameters are torch.float32"):
+        ddim_sample(Float32Model(), x, s)
+    with pytest.raises(TypeError, match="^x_0 has dtype torch.float64"):
+        ddim_invert(Float32Model(), x, s)

@@ -204,3 +204,11 @@ def test_scaled_linear_betas_are_computed_in_float64():
 def test_one_training_step_is_a_valid_schedule():
     s = DDIMSchedule.make(1, n_train=1)
     assert s.t.tolist() == [0] and len(s) == 1
+
+
+@pytest.mark.parametrize("skip", ["uniform", "quad", "trailing", "linspace"])
+def test_timesteps_are_int64_for_every_spacing_and_all_of_them_when_T_is_N(skip):
+    t = make_timesteps(10, skip=skip, n_train=1000)
+    assert t.dtype == torch.int64 and len(t) == 10
+    if skip != "quad":                                                   # quad repeats timesteps before N is reached
+        assert make_timesteps(10, skip=skip, n_train=10).tolist() == list(range(10))
