@@ -629,3 +629,10 @@ def test_deq_sample_stops_on_each_state_of_each_image_and_names_a_nameless_solve
     assert seen == [(0, 1)] and info.solver == "spy"
     _, info = deq_sample(digits_model, x_T, s, solver=functools.partial(picard, mixing=1.0))
     assert info.solver == "custom" and "solver=custom" in repr(info)
+
+
+def test_deq_sample_callback_sees_every_round_in_order(digits_model):
+    seen = []
+    s, x_T = DDIMSchedule.make(6), randn(1, 1, 8, 8, seed=10)
+    _, info = deq_sample(digits_model, x_T, s, callback=lambda k, z, fz, res: seen.append((k, res)))
+    assert [k for k, _ in seen] == list(range(info.rounds)) and [r for _, r in seen] == info.residuals
