@@ -262,6 +262,19 @@ def kind(removed: list[str], added: list[str], function: str = "", messages: tup
     return "behaviour"
 
 
+def merge(res: dict, later: dict) -> None:
+    """Add the results of a later run to `res` ({module: {mutant: status}}): a mutant the later run checked takes its
+    status. A function whose mutants differ in number was edited between the runs, so its numbers name other mutants
+    now: the later run's results replace the earlier ones for that whole function."""
+    count = lambda d: Counter(re.sub(r"__mutmut_\d+$", "", n) for n in d)
+    for module, by in later.items():
+        mine = res.setdefault(module, {})
+        edited = {f for f, n in count(by).items() if count(mine).get(f, n) != n}
+        for name in [n for n in mine if re.sub(r"__mutmut_\d+$", "", n) in edited]: del mine[name]
+        for name, status in by.items():
+            if status != "not checked" or name not in mine: mine[name] = status
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, action="append", help="a folder `mutmut run` ran in (it holds mutants/); "
@@ -273,15 +286,7 @@ def main(argv=None) -> int:
     for root in roots:
         r = results(root)
         if not r: p.error(f"argument --root: no mutants/*.meta under {root}; run `mutmut run` there first")
-        for module, by in r.items():
-            mine = res.setdefault(module, {})
-            # a function whose mutants differ in number was edited between the runs: its numbers mean other mutants
-            # now, so the later run's results replace the earlier ones for the whole function
-            count = lambda d: Counter(re.sub(r"__mutmut_\d+$", "", n) for n in d)
-            edited = {f for f, n in count(by).items() if count(mine).get(f, n) != n}
-            for name in [n for n in mine if re.sub(r"__mutmut_\d+$", "", n) in edited]: del mine[name]
-            for name, status in by.items():
-                if status != "not checked" or name not in mine: mine[name] = status
+        merge(res, r)
     if args.survivors:
         for by in res.values(): print("\n".join(n for n, st in by.items() if st in ("survived", "no tests")))
         return 0
